@@ -1,0 +1,1 @@
+"""Descent's service: the HTTP API, settings, the job spec and the data layer."""

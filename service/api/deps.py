@@ -1,0 +1,48 @@
+"""Dependencies of the routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from service.config import Settings
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_owner(
+    settings: Annotated[Settings, Depends(get_app_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """None when the service is open; else who the valid bearer token belongs to."""
+    tokens = settings.tokens
+    if not tokens:
+        return None
+    given = credentials.credentials.encode() if credentials is not None else b""
+    # compare against every token, in constant time, so timing tells nothing
+    matched = [hmac.compare_digest(given, t.encode()) for t in tokens]
+    if not any(matched):
+        raise HTTPException(
+            status_code=401,
+            detail="a valid 'Authorization: Bearer <token>' header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return hashlib.sha256(given).hexdigest()[:32]
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+OwnerDep = Annotated[str | None, Depends(get_owner)]

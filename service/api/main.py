@@ -1,0 +1,9 @@
+"""Gathers the routers."""
+
+from fastapi import APIRouter
+
+from service.api.routes import health, jobs
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(jobs.router)

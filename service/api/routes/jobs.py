@@ -1,0 +1,101 @@
+"""Jobs: submit, read, list, cancel, delete; their curves and parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from service import curves, jobs
+from service.api.deps import EngineDep, OwnerDep
+from service.api.responses import dumps
+from service.db.engine import reading
+from service.schemas.jobs import Curves, Job, JobPage, JobStatus, Parameters
+from service.schemas.spec import JobSpec
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201)
+def submit_job(spec: JobSpec, engine: EngineDep, owner: OwnerDep) -> Job:
+    """Queue a job; the answer carries the spec with every default filled in."""
+    return jobs.create(
+        engine,
+        spec=spec.model_dump(mode="json"),
+        owner=owner,
+        total_steps=spec.total_steps,
+        total_epochs=spec.epochs,
+    )
+
+
+@router.get("")
+def list_jobs(
+    engine: EngineDep,
+    owner: OwnerDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = jobs.list_page(
+        engine, owner=owner, status=status, limit=limit, cursor=cursor
+    )
+    return JobPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, engine: EngineDep, owner: OwnerDep) -> Job:
+    """One job."""
+    return jobs.get(engine, job_id=job_id, owner=owner)
+
+
+@router.post("/{job_id}/cancel", responses={409: {"description": "the job has finished"}})
+def cancel_job(job_id: str, engine: EngineDep, owner: OwnerDep) -> Job:
+    """Cancel a queued job at once, or ask a running job's worker to stop it."""
+    return jobs.cancel(engine, job_id=job_id, owner=owner)
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
+    """Remove a job and all its data; a running job is stopped."""
+    jobs.delete_job(engine, job_id=job_id, owner=owner)
+    return Response(status_code=204)
+
+
+@router.get("/{job_id}/curves", response_model=Curves)
+def get_curves(
+    job_id: str,
+    engine: EngineDep,
+    owner: OwnerDep,
+    names: Annotated[str | None, Query(description="comma-separated series names")] = None,
+    after: Annotated[int | None, Query(description="only points with step > after")] = None,
+    points: Annotated[int | None, Query(ge=2, description="thin each series to at most N")] = None,
+) -> Response:
+    """The job's series; poll with `after` while it runs."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    with reading(engine) as conn:
+        row = jobs.find(conn, job_id=job_id, owner=owner)
+        series = curves.read(conn, job_pk=row.pk, names=wanted, after=after)
+    body = {
+        "job_id": job_id,
+        "status": row.status,
+        "series": {
+            name: {"steps": s, "values": v}
+            for name, (s, v) in curves.thin_all(series, points).items()
+        },
+    }
+    # built by hand: validating a 100,000-point answer through pydantic would cost more than
+    # reading it
+    return Response(dumps(body), media_type="application/json")
+
+
+@router.get("/{job_id}/parameters", response_model=Parameters)
+def get_parameters(job_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
+    """The final parameters of a finished job, the latest saved ones of a running job."""
+    with reading(engine) as conn:
+        row = jobs.find(conn, job_id=job_id, owner=owner)
+        saved = curves.read_parameters(conn, job_pk=row.pk)
+    step, params = saved if saved is not None else (0, "{}")
+    head = dumps({"job_id": job_id, "step": step})[:-1]
+    # the parameters are stored as the JSON object served, so they are not parsed again
+    return Response(head + b',"parameters":' + params.encode() + b"}", media_type="application/json")

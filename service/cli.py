@@ -1,0 +1,181 @@
+"""`descent up | api | worker`: the service's processes."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from service.config import DEFAULT_DATABASE_URL, Settings, configure
+
+log = logging.getLogger("descent")
+
+#: seconds `descent up` gives its children to stop before it kills them
+STOP_GRACE_SECONDS = 15.0
+#: seconds between looks at the children
+SUPERVISE_SECONDS = 0.2
+#: Linux prctl option: signal the child when its parent dies
+PR_SET_PDEATHSIG = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="descent", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    db_help = f"database URL (default: $DESCENT_DATABASE_URL or {DEFAULT_DATABASE_URL})"
+
+    up = commands.add_parser("up", help="the API and N workers in one command")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=_count, default=1)
+    up.add_argument("--database-url", help=db_help)
+    up.add_argument("--device", default="auto", help="the workers' device")
+    up.set_defaults(func=cmd_up)
+
+    api = commands.add_parser("api", help="the HTTP API alone")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--database-url", help=db_help)
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser("worker", help="one worker alone")
+    worker.add_argument("--database-url", help=db_help)
+    worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the flags given on top (the flag wins)."""
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    settings = Settings(**overrides)
+    configure(settings)
+    return settings
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.main import create_app
+
+    app = create_app(_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import Worker
+
+    worker = Worker(_settings(args), device=args.device)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after handing back the running job", signum)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from service.db.engine import make_engine
+    from service.db.migrate import migrate
+
+    settings = _settings(args)
+    migrate(make_engine(settings.database_url))  # once here, so the children find it done
+    return Supervisor(args, settings.database_url).run()
+
+
+class Supervisor:
+    """Runs the API and the workers as child processes; restarts a worker that dies."""
+
+    def __init__(self, args: argparse.Namespace, database_url: str) -> None:
+        self.args, self.database_url = args, database_url
+        self.stopping = False
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, *command: str) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "service.cli", *command, "--database-url", self.database_url]
+        return subprocess.Popen(argv, preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    def _spawn_worker(self) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", "--device", self.args.device)
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        self.api = self._spawn("api", "--host", self.args.host, "--port", str(self.args.port))
+        self.workers = [self._spawn_worker() for _ in range(self.args.workers)]
+        log.info(
+            "descent up: API on http://%s:%d, %d worker(s)",
+            self.args.host,
+            self.args.port,
+            len(self.workers),
+        )
+        code = 0
+        while not self.stopping:
+            time.sleep(SUPERVISE_SECONDS)
+            if self.api.poll() is not None and not self.stopping:
+                log.error("the API exited (code %s); stopping", self.api.returncode)
+                code = 1
+                break
+            for i, proc in enumerate(self.workers):
+                if proc.poll() is not None and not self.stopping:
+                    log.warning("worker %d exited (code %s); starting another", proc.pid, proc.returncode)
+                    self.workers[i] = self._spawn_worker()
+        self._stop_children()
+        return code
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _stop_children(self) -> None:
+        children = [p for p in [self.api, *self.workers] if p is not None]
+        for proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in children:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("process %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        log.info("descent up: stopped")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if `descent up` dies, even by SIGKILL (Linux only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

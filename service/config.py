@@ -1,0 +1,71 @@
+"""Settings shared by the API and the worker, read from flags and DESCENT_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./descent.db"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service; a flag given on the command line overrides its variable."""
+
+    model_config = SettingsConfigDict(env_prefix="DESCENT_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    #: comma-separated bearer tokens; empty means the service is open
+    api_tokens: str = ""
+    #: seconds a running job's lease lasts without a heartbeat
+    lease_seconds: float = Field(default=30.0, gt=0)
+    #: seconds between heartbeats of a running job (also how often cancellation is noticed)
+    heartbeat_seconds: float = Field(default=0.25, gt=0)
+    #: seconds an idle worker waits between looks at the queue
+    poll_seconds: float = Field(default=0.01, gt=0)
+    #: seconds between writes of curve points while a job runs
+    flush_seconds: float = Field(default=0.2, gt=0)
+    #: seconds between saves of a running job's parameters
+    parameters_seconds: float = Field(default=2.0, gt=0)
+
+    max_steps: int = Field(default=10_000_000, ge=1)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    max_upload_bytes: int = Field(default=50_000_000, ge=1)
+    max_hidden_layers: int = Field(default=16, ge=1)
+    max_hidden_units: int = Field(default=8192, ge=1)
+    #: wall-clock seconds a job may train before it ends failed (timeout)
+    max_job_seconds: float = Field(default=6 * 3600, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql")):
+            raise ValueError(
+                f"database_url {url!r} is neither sqlite:///PATH nor postgresql+psycopg://..."
+            )
+        return url
+
+    @property
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+
+_configured: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Make `settings` the process's settings (the CLI and test apps call this)."""
+    global _configured
+    _configured = settings
+    _from_env.cache_clear()
+
+
+@lru_cache
+def _from_env() -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """The process's settings: those configured, else read once from the environment."""
+    return _configured if _configured is not None else _from_env()

@@ -1,0 +1,148 @@
+"""The curve store: points written in batches of whole steps, read back whole or thinned."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+from sqlalchemy import Connection, Engine, insert, select
+
+from service import jobs
+from service.db.engine import writing
+from service.db.models import CurvePointRow, CurveSeriesRow, ParametersRow
+
+
+class ChunkLike(Protocol):
+    """Whole steps of a job's curves (the worker's `Chunk`)."""
+
+    step: int
+    epoch: int
+    series: dict[str, tuple[list[int], list[float | None]]]
+
+
+def record(
+    engine: Engine,
+    *,
+    job_pk: int,
+    worker_id: str,
+    chunk: ChunkLike,
+    ids: dict[str, int],
+    parameters_json: str | None = None,
+) -> bool:
+    """Write a chunk if the worker still holds the job; `ids` caches the job's series ids.
+
+    The progress, the points and the parameters go in one transaction, so a reader sees all
+    of a step's points or none of them.
+    """
+    with writing(engine) as conn:
+        if not jobs.advance(
+            conn, job_pk=job_pk, worker_id=worker_id, step=chunk.step, epoch=chunk.epoch
+        ):
+            return False
+        rows = []
+        for name, (steps, values) in chunk.series.items():
+            sid = ids.get(name) or _series_id(conn, job_pk, name)
+            ids[name] = sid
+            rows.extend(
+                {"series_id": sid, "step": s, "value": v} for s, v in zip(steps, values, strict=True)
+            )
+        if rows:
+            conn.execute(insert(CurvePointRow), rows)
+        if parameters_json is not None:
+            _save_parameters(conn, job_pk, chunk.step, parameters_json)
+    return True
+
+
+def _series_id(conn: Connection, job_pk: int, name: str) -> int:
+    found = conn.execute(
+        select(CurveSeriesRow.id).where(
+            (CurveSeriesRow.job_pk == job_pk) & (CurveSeriesRow.name == name)
+        )
+    ).scalar()
+    if found is not None:
+        return found
+    return conn.execute(
+        insert(CurveSeriesRow).values(job_pk=job_pk, name=name).returning(CurveSeriesRow.id)
+    ).scalar_one()
+
+
+def _save_parameters(conn: Connection, job_pk: int, step: int, parameters_json: str) -> None:
+    table = ParametersRow.__table__
+    updated = conn.execute(
+        table.update()
+        .where(table.c.job_pk == job_pk)
+        .values(step=step, parameters=parameters_json)
+    )
+    if updated.rowcount == 0:
+        conn.execute(table.insert().values(job_pk=job_pk, step=step, parameters=parameters_json))
+
+
+def read(
+    conn: Connection, *, job_pk: int, names: Sequence[str] | None, after: int | None
+) -> dict[str, tuple[list[int], list[float | None]]]:
+    """A job's series, each ordered by step, inside the caller's (snapshot) transaction."""
+    query = select(CurveSeriesRow.id, CurveSeriesRow.name).where(CurveSeriesRow.job_pk == job_pk)
+    if names is not None:
+        query = query.where(CurveSeriesRow.name.in_(names))
+    out: dict[str, tuple[list[int], list[float | None]]] = {}
+    for sid, name in conn.execute(query.order_by(CurveSeriesRow.id)).all():
+        points = select(CurvePointRow.step, CurvePointRow.value).where(
+            CurvePointRow.series_id == sid
+        )
+        if after is not None:
+            points = points.where(CurvePointRow.step > after)
+        rows = conn.execute(points.order_by(CurvePointRow.step)).all()
+        out[name] = ([r[0] for r in rows], [r[1] for r in rows])
+    return out
+
+
+def read_parameters(conn: Connection, *, job_pk: int) -> tuple[int, str] | None:
+    row = conn.execute(
+        select(ParametersRow.step, ParametersRow.parameters).where(ParametersRow.job_pk == job_pk)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def thin(
+    steps: Sequence[int], values: Sequence[float | None], points: int
+) -> tuple[list[int], list[float | None]]:
+    """At most `points` points: the first, the last, and each stretch's minimum and maximum.
+
+    The interior is cut into (points - 2) // 2 stretches of near-equal length; keeping both
+    extremes of every stretch means a spike survives any amount of thinning.
+    """
+    n = len(steps)
+    if n <= points:
+        return list(steps), list(values)
+    if points < 2:
+        raise ValueError("thinning keeps at least the first and the last point")
+    arr = np.array([math.nan if v is None else v for v in values], dtype=float)
+    keep = {0, n - 1}
+    stretches = (points - 2) // 2
+    if stretches == 0:  # room for one interior point: the most extreme one
+        interior = arr[1:-1]
+        if not np.all(np.isnan(interior)):
+            keep.add(1 + int(np.nanargmax(np.abs(interior - np.nanmean(interior)))))
+    else:
+        bounds = np.linspace(1, n - 1, stretches + 1).astype(int)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            part = arr[lo:hi]
+            if len(part) == 0:
+                continue
+            if np.all(np.isnan(part)):
+                keep.add(int(lo))
+                continue
+            keep.add(int(lo) + int(np.nanargmin(part)))
+            keep.add(int(lo) + int(np.nanargmax(part)))
+    order = sorted(keep)
+    return [steps[i] for i in order], [values[i] for i in order]
+
+
+def thin_all(
+    series: Mapping[str, tuple[list[int], list[float | None]]], points: int | None
+) -> dict[str, tuple[list[int], list[float | None]]]:
+    if points is None:
+        return dict(series)
+    return {name: thin(s, v, points) for name, (s, v) in series.items()}

@@ -1,0 +1,325 @@
+"""Every job-state transition, each in its own transaction. Nothing else changes a status.
+
+Writes by a worker are fenced: they name the worker, and take effect only while that worker
+still holds the job (status `running`, same `worker_id`). A worker that lost its job (the
+lease expired, the job was deleted) finds its writes refused and stops.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, exists, func, or_, select, update
+
+from service.db.engine import reading, writing
+from service.db.models import CurvePointRow, CurveSeriesRow, JobRow, ParametersRow, utcnow
+from service.errors import BadRequest, Conflict, NotFound
+from service.schemas.jobs import Job, JobError, JobStatus, Progress
+
+#: largest page `GET /jobs` answers
+MAX_PAGE = 500
+#: seconds a job asking for a GPU waits for a GPU worker before a CPU-only worker fails it
+GPU_WAIT_SECONDS = 10.0
+
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs of the job it claimed."""
+
+    pk: int
+    id: str
+    spec: dict[str, Any]
+    attempts: int
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def to_public(row: Any) -> Job:
+    """The API's view of a job row."""
+    return Job(
+        id=row.id,
+        name=row.name,
+        status=JobStatus(row.status),
+        spec=row.spec,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=Progress(
+            step=row.step,
+            total_steps=row.total_steps,
+            epoch=row.epoch,
+            total_epochs=row.total_epochs,
+        ),
+        result=row.result,
+        error=JobError(**row.error) if row.error else None,
+    )
+
+
+def _visible(job_id: str, owner: str | None) -> Any:
+    clause = JobRow.id == job_id
+    return clause if owner is None else clause & (JobRow.owner == owner)
+
+
+def find(conn: Connection, *, job_id: str, owner: str | None) -> JobRow:
+    """The job row, or NotFound; inside the caller's transaction."""
+    row = conn.execute(select(JobRow.__table__).where(_visible(job_id, owner))).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r}")
+    return row  # type: ignore[return-value]
+
+
+def get(engine: Engine, *, job_id: str, owner: str | None) -> Job:
+    with reading(engine) as conn:
+        return to_public(find(conn, job_id=job_id, owner=owner))
+
+
+def list_page(
+    engine: Engine,
+    *,
+    owner: str | None,
+    status: JobStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor is the position after which the next page starts."""
+    query = select(JobRow.__table__).order_by(JobRow.pk.desc()).limit(limit + 1)
+    if owner is not None:
+        query = query.where(JobRow.owner == owner)
+    if status is not None:
+        query = query.where(JobRow.status == status.value)
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise BadRequest(f"cursor {cursor!r} is not one this service gave out")
+        query = query.where(JobRow.pk < int(cursor))
+    with reading(engine) as conn:
+        rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [to_public(r) for r in rows], (str(rows[-1].pk) if more else None)
+
+
+# --- the API's transitions ---------------------------------------------------------------
+
+
+def create(
+    engine: Engine,
+    *,
+    spec: dict[str, Any],
+    owner: str | None,
+    total_steps: int,
+    total_epochs: int,
+) -> Job:
+    """A new queued job."""
+    values = {
+        "id": secrets.token_hex(8),
+        "owner": owner,
+        "name": spec.get("name"),
+        "status": JobStatus.queued.value,
+        "spec": spec,
+        "device": spec.get("device", "auto"),
+        "created_at": utcnow(),
+        "total_steps": total_steps,
+        "total_epochs": total_epochs,
+        "step": 0,
+        "epoch": 0,
+        "cancel_requested": False,
+        "attempts": 0,
+    }
+    with writing(engine) as conn:
+        conn.execute(JobRow.__table__.insert().values(**values))
+        return to_public(find(conn, job_id=values["id"], owner=owner))
+
+
+def cancel(engine: Engine, *, job_id: str, owner: str | None) -> Job:
+    """A queued job ends at once; a running one is flagged and its worker stops it."""
+    with writing(engine) as conn:
+        row = find(conn, job_id=job_id, owner=owner)
+        if row.status in FINISHED:
+            raise Conflict(f"job {job_id} has already finished ({row.status})")
+        if row.status == JobStatus.queued:
+            conn.execute(
+                update(JobRow)
+                .where(JobRow.pk == row.pk)
+                .values(
+                    status=JobStatus.cancelled.value,
+                    finished_at=utcnow(),
+                    error={"type": "cancelled", "message": "cancelled while queued"},
+                )
+            )
+        else:
+            conn.execute(update(JobRow).where(JobRow.pk == row.pk).values(cancel_requested=True))
+        return to_public(find(conn, job_id=job_id, owner=owner))
+
+
+def delete_job(engine: Engine, *, job_id: str, owner: str | None) -> None:
+    """Remove a job and all its data. A running job's worker finds it gone and stops."""
+    with writing(engine) as conn:
+        row = find(conn, job_id=job_id, owner=owner)
+        _delete_data(conn, row.pk)
+        conn.execute(delete(JobRow).where(JobRow.pk == row.pk))
+
+
+def _delete_data(conn: Connection, job_pk: int) -> None:
+    series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk == job_pk)
+    conn.execute(delete(CurvePointRow).where(CurvePointRow.series_id.in_(series)))
+    conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk == job_pk))
+    conn.execute(delete(ParametersRow).where(ParametersRow.job_pk == job_pk))
+
+
+# --- the worker's transitions ------------------------------------------------------------
+
+
+def _claimable(*, has_gpu: bool) -> Any:
+    clause = JobRow.status == JobStatus.queued.value
+    if not has_gpu:
+        # leave GPU jobs to GPU workers for a while; after that, take them to fail them
+        waited = JobRow.created_at < utcnow() - timedelta(seconds=GPU_WAIT_SECONDS)
+        clause &= or_(JobRow.device.in_(("auto", "cpu")), waited)
+    return clause
+
+
+def any_queued(engine: Engine, *, has_gpu: bool) -> bool:
+    """A cheap read an idle worker polls before it asks for the write lock."""
+    with engine.connect() as conn:
+        return bool(conn.execute(select(exists().where(_claimable(has_gpu=has_gpu)))).scalar())
+
+
+def claim_next(
+    engine: Engine, *, worker_id: str, lease_seconds: float, has_gpu: bool
+) -> Claimed | None:
+    """Take the oldest queued job; exactly one worker gets each job."""
+    with writing(engine) as conn:
+        pk = conn.execute(
+            select(JobRow.pk)
+            .where(_claimable(has_gpu=has_gpu))
+            .order_by(JobRow.pk)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).scalar()
+        if pk is None:
+            return None
+        now = utcnow()
+        conn.execute(
+            update(JobRow)
+            .where(JobRow.pk == pk)
+            .values(
+                status=JobStatus.running.value,
+                worker_id=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(JobRow.started_at, now),
+                attempts=JobRow.attempts + 1,
+            )
+        )
+        row = conn.execute(
+            select(JobRow.id, JobRow.spec, JobRow.attempts).where(JobRow.pk == pk)
+        ).one()
+    return Claimed(pk=pk, id=row.id, spec=row.spec, attempts=row.attempts)
+
+
+def _held(job_pk: int, worker_id: str) -> Any:
+    return (
+        (JobRow.pk == job_pk)
+        & (JobRow.worker_id == worker_id)
+        & (JobRow.status == JobStatus.running.value)
+    )
+
+
+def poll(engine: Engine, *, job_pk: int, worker_id: str) -> str:
+    """`held`, `cancel` (a user asked) or `lost` (the job is no longer this worker's)."""
+    with engine.connect() as conn:
+        flag = conn.execute(
+            select(JobRow.cancel_requested).where(_held(job_pk, worker_id))
+        ).scalar()
+    if flag is None:
+        return "lost"
+    return "cancel" if flag else "held"
+
+
+def heartbeat(engine: Engine, *, job_pk: int, worker_id: str, lease_seconds: float) -> bool:
+    """Renew the lease; False if the job is no longer this worker's."""
+    with writing(engine) as conn:
+        done = conn.execute(
+            update(JobRow)
+            .where(_held(job_pk, worker_id))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+    return done.rowcount == 1
+
+
+def advance(conn: Connection, *, job_pk: int, worker_id: str, step: int, epoch: int) -> bool:
+    """Move a running job's progress, inside the transaction that records its points."""
+    done = conn.execute(update(JobRow).where(_held(job_pk, worker_id)).values(step=step, epoch=epoch))
+    return done.rowcount == 1
+
+
+def finish(
+    engine: Engine,
+    *,
+    job_pk: int,
+    worker_id: str,
+    status: JobStatus,
+    result: dict[str, Any] | None = None,
+    error: dict[str, str] | None = None,
+) -> bool:
+    """End a running job as succeeded, failed or cancelled."""
+    if status not in FINISHED:
+        raise ValueError(f"finish() takes a finished status, not {status}")
+    with writing(engine) as conn:
+        done = conn.execute(
+            update(JobRow)
+            .where(_held(job_pk, worker_id))
+            .values(
+                status=status.value,
+                result=result,
+                error=error,
+                finished_at=utcnow(),
+                worker_id=None,
+                lease_expires_at=None,
+            )
+        )
+    return done.rowcount == 1
+
+
+def release(engine: Engine, *, job_pk: int, worker_id: str) -> bool:
+    """Hand a running job back to the queue (its worker is stopping); it starts over."""
+    with writing(engine) as conn:
+        done = conn.execute(
+            update(JobRow).where(_held(job_pk, worker_id)).values(**_requeued())
+        )
+        if done.rowcount == 1:
+            _delete_data(conn, job_pk)
+    return done.rowcount == 1
+
+
+def requeue_expired(engine: Engine) -> int:
+    """Queue again the running jobs whose worker stopped renewing its lease."""
+    expired = (JobRow.status == JobStatus.running.value) & (JobRow.lease_expires_at < utcnow())
+    with writing(engine) as conn:
+        rows = conn.execute(select(JobRow.pk, JobRow.cancel_requested).where(expired)).all()
+        for pk, cancel_requested in rows:
+            values = _requeued()
+            if cancel_requested:  # its user asked to stop it: no point in running it again
+                values.update(
+                    status=JobStatus.cancelled.value,
+                    finished_at=utcnow(),
+                    error={"type": "cancelled", "message": "cancelled; its worker had died"},
+                )
+            conn.execute(update(JobRow).where(JobRow.pk == pk).values(**values))
+            _delete_data(conn, pk)
+    return len(rows)
+
+
+def _requeued() -> dict[str, Any]:
+    return {
+        "status": JobStatus.queued.value,
+        "worker_id": None,
+        "lease_expires_at": None,
+        "step": 0,
+        "epoch": 0,
+    }

@@ -1,0 +1,53 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+
+from service.api.main import api_router
+from service.api.responses import SafeJSONResponse, validation_error
+from service.config import Settings, configure
+from service.db.engine import make_engine
+from service.db.migrate import migrate
+from service.errors import BadRequest, Conflict, NotFound
+
+_STATUS = {NotFound: 404, Conflict: 409, BadRequest: 422}
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    """The API over the database `settings` name; the schema is migrated on start."""
+    configure(settings)
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate(engine)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Descent",
+        summary="Training jobs for gradient-descent experiments",
+        version="0.1.0",
+        default_response_class=SafeJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.add_exception_handler(RequestValidationError, validation_error)
+    for exc_type, status in _STATUS.items():
+        app.add_exception_handler(exc_type, _error_handler(status))
+    app.include_router(api_router)
+    return app
+
+
+def _error_handler(status: int):  # type: ignore[no-untyped-def]
+    async def handle(request: Request, exc: Exception) -> SafeJSONResponse:
+        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handle

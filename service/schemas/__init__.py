@@ -1,0 +1,1 @@
+"""Pydantic models of the API, kept apart from the SQLAlchemy tables."""

@@ -1,0 +1,461 @@
+"""The job spec (API.md section 3): discriminated unions on `type`, every default filled in.
+
+A spec that validates here is one a worker can train: cross-field rules (a loss that fits the
+model and the data, the step limit, class labels) are checked at submission, so a bad spec is
+a 422 that names the field and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+
+from service.config import get_settings
+
+#: rows in scikit-learn's 8x8 digits set
+DIGITS_SAMPLES = 1797
+DIGITS_FEATURES = 64
+DIGITS_CLASSES = 10
+
+LossName = Literal["mse", "bce", "cross_entropy"]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec part: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# --- models (3.1) -------------------------------------------------------------------------
+
+Init = Literal["default", "zeros"]
+
+
+class LinearModel(SpecModel):
+    """`y = x W^T + b`, regression."""
+
+    type: Literal["linear"] = "linear"
+    bias: bool = True
+    #: `default` is torch's initialisation; `zeros` starts every parameter at 0 (the seeds' w = 0)
+    init: Init = "default"
+
+
+class LogisticModel(SpecModel):
+    """Binary classification with a sigmoid output."""
+
+    type: Literal["logistic"] = "logistic"
+    bias: bool = True
+    init: Init = "default"
+
+
+class SoftmaxModel(SpecModel):
+    """Multiclass classification (multinomial logistic regression)."""
+
+    type: Literal["softmax"] = "softmax"
+    bias: bool = True
+    init: Init = "default"
+
+
+class MLPModel(SpecModel):
+    """Linear -> activation -> ... -> Linear."""
+
+    type: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128])
+    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    bias: bool = True
+    init: Init = "default"
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> MLPModel:
+        settings = get_settings()
+        if len(self.hidden) > settings.max_hidden_layers:
+            raise ValueError(
+                f"model.hidden has {len(self.hidden)} layers; the limit is "
+                f"{settings.max_hidden_layers} (DESCENT_MAX_HIDDEN_LAYERS)"
+            )
+        widest = max(self.hidden, default=0)
+        if widest > settings.max_hidden_units:
+            raise ValueError(
+                f"model.hidden has a layer of {widest} units; the limit is "
+                f"{settings.max_hidden_units} (DESCENT_MAX_HIDDEN_UNITS)"
+            )
+        return self
+
+
+ModelSpec = Annotated[
+    LinearModel | LogisticModel | SoftmaxModel | MLPModel, Field(discriminator="type")
+]
+
+# --- data (3.3) ---------------------------------------------------------------------------
+
+
+class LinearData(SpecModel):
+    """`y = x w + b + noise`, x uniform on `x_range`."""
+
+    type: Literal["linear"] = "linear"
+    n_samples: int = Field(100, ge=1)
+    n_features: int = Field(1, ge=1, le=10_000)
+    #: the true weights; random (normal, from the seed) if omitted
+    weights: list[float] | None = None
+    bias: float = 0.0
+    noise: NonNegative = 0.1
+    noise_type: Literal["normal", "uniform"] = "normal"
+    x_range: tuple[float, float] = (0.0, 10.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinearData:
+        if self.weights is not None and len(self.weights) != self.n_features:
+            raise ValueError(
+                f"data.weights has {len(self.weights)} values but data.n_features is "
+                f"{self.n_features}"
+            )
+        if not self.x_range[0] < self.x_range[1]:
+            raise ValueError(f"data.x_range must be [low, high] with low < high, not {self.x_range}")
+        return self
+
+
+#: the noise each kind of synthetic classification data gets when none is given
+DEFAULT_CLASS_NOISE = {"blobs": 1.0, "moons": 0.1, "circles": 0.05, "xor": 0.1}
+
+
+class ClassificationData(SpecModel):
+    """Synthetic classes: blobs (any dimension and class count), moons, circles, xor (2-D)."""
+
+    type: Literal["classification"] = "classification"
+    kind: Literal["blobs", "moons", "circles", "xor"] = "blobs"
+    n_samples: int = Field(200, ge=2)
+    #: blobs only; the other kinds are 2-D
+    n_features: int = Field(2, ge=1, le=10_000)
+    #: blobs only; the other kinds have 2 classes
+    n_classes: int = Field(2, ge=2, le=10_000)
+    #: blobs: the clusters' standard deviation; others: gaussian noise added to the points
+    noise: NonNegative | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClassificationData:
+        if self.kind != "blobs" and (self.n_features != 2 or self.n_classes != 2):
+            raise ValueError(
+                f"data.kind {self.kind!r} is 2-D with 2 classes; n_features and n_classes "
+                "apply to blobs only"
+            )
+        if self.noise is None:
+            self.noise = DEFAULT_CLASS_NOISE[self.kind]
+        return self
+
+
+class DigitsData(SpecModel):
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), pixels in [0, 1]."""
+
+    type: Literal["digits"] = "digits"
+
+
+class InlineData(SpecModel):
+    """Data in the request. Targets given as JSON integers are class labels; floats are values."""
+
+    type: Literal["inline"] = "inline"
+    x: list[list[StrictFloat | StrictInt]] = Field(min_length=1)
+    y: list[StrictInt | StrictFloat] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rectangular(self) -> InlineData:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"data.x has {len(self.x)} rows but data.y has {len(self.y)} targets")
+        width = len(self.x[0])
+        if width == 0:
+            raise ValueError("data.x rows must have at least one feature")
+        for i, row in enumerate(self.x):
+            if len(row) != width:
+                raise ValueError(
+                    f"data.x is ragged: row {i} has {len(row)} values, row 0 has {width}"
+                )
+        return self
+
+    @property
+    def integer_targets(self) -> bool:
+        return all(isinstance(v, int) for v in self.y)
+
+
+DataSpec = Annotated[
+    LinearData | ClassificationData | DigitsData | InlineData, Field(discriminator="type")
+]
+
+# --- optimizers (3.4) ---------------------------------------------------------------------
+
+
+class SGD(SpecModel):
+    """torch.optim.SGD."""
+
+    type: Literal["sgd"] = "sgd"
+    lr: Positive = 0.001
+    momentum: NonNegative = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> SGD:
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("optimizer.nesterov needs optimizer.momentum > 0 and dampening 0")
+        return self
+
+
+class Momentum(SpecModel):
+    """The exponential-average form: v <- beta*v + (1-beta)*g, theta <- theta - lr*v."""
+
+    type: Literal["momentum"] = "momentum"
+    lr: Positive = 0.01
+    beta: Fraction = 0.9
+
+
+class Adagrad(SpecModel):
+    """torch.optim.Adagrad."""
+
+    type: Literal["adagrad"] = "adagrad"
+    lr: Positive = 0.01
+    lr_decay: NonNegative = 0.0
+    weight_decay: NonNegative = 0.0
+    initial_accumulator_value: NonNegative = 0.0
+    eps: NonNegative = 1e-10
+
+
+class RMSprop(SpecModel):
+    """torch.optim.RMSprop."""
+
+    type: Literal["rmsprop"] = "rmsprop"
+    lr: Positive = 0.01
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.99
+    eps: NonNegative = 1e-8
+    weight_decay: NonNegative = 0.0
+    momentum: NonNegative = 0.0
+    centered: bool = False
+
+
+Betas = tuple[Fraction, Fraction]
+
+
+class Adam(SpecModel):
+    """torch.optim.Adam."""
+
+    type: Literal["adam"] = "adam"
+    lr: Positive = 0.001
+    betas: Betas = (0.9, 0.999)
+    eps: NonNegative = 1e-8
+    weight_decay: NonNegative = 0.0
+    amsgrad: bool = False
+
+
+class AdamW(SpecModel):
+    """torch.optim.AdamW."""
+
+    type: Literal["adamw"] = "adamw"
+    lr: Positive = 0.001
+    betas: Betas = (0.9, 0.999)
+    eps: NonNegative = 1e-8
+    weight_decay: NonNegative = 0.01
+    amsgrad: bool = False
+
+
+OptimizerSpec = Annotated[
+    SGD | Momentum | Adagrad | RMSprop | Adam | AdamW, Field(discriminator="type")
+]
+
+# --- schedules (3.5), stepped once per epoch -------------------------------------------------
+
+
+class StepSchedule(SpecModel):
+    """torch.optim.lr_scheduler.StepLR."""
+
+    type: Literal["step"] = "step"
+    step_size: int = Field(ge=1)
+    gamma: Positive = 0.1
+
+
+class ExponentialSchedule(SpecModel):
+    """torch.optim.lr_scheduler.ExponentialLR."""
+
+    type: Literal["exponential"] = "exponential"
+    gamma: Positive
+
+
+class CosineSchedule(SpecModel):
+    """torch.optim.lr_scheduler.CosineAnnealingLR; `t_max` defaults to the job's epochs."""
+
+    type: Literal["cosine"] = "cosine"
+    t_max: int | None = Field(None, ge=1)
+    eta_min: NonNegative = 0.0
+
+
+ScheduleSpec = Annotated[
+    StepSchedule | ExponentialSchedule | CosineSchedule, Field(discriminator="type")
+]
+
+
+class Penalty(SpecModel):
+    """`l1*sum|W| + l2*sum(W^2)` over the weights; biases are not penalised."""
+
+    l1: NonNegative = 0.0
+    l2: NonNegative = 0.0
+
+
+# --- the job --------------------------------------------------------------------------------
+
+_EXAMPLE: dict[str, Any] = {
+    "name": "digits-adam",
+    "task": "fit",
+    "seed": 0,
+    "device": "auto",
+    "model": {"type": "mlp", "hidden": [128], "activation": "relu"},
+    "data": {"type": "digits"},
+    "optimizer": {"type": "adam", "lr": 0.001},
+    "batch_size": 64,
+    "epochs": 20,
+}
+
+
+class FitSpec(SpecModel):
+    """Train a model on data (`task: fit`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
+    name: str | None = Field(None, max_length=200)
+    task: Literal["fit"] = "fit"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    #: the arithmetic of the training loop; float64 for comparisons to 1e-9
+    dtype: Literal["float32", "float64"] = "float32"
+    model: ModelSpec = Field(default_factory=MLPModel)
+    #: filled in from the model and the data when omitted (3.2)
+    loss: LossName | None = None
+    data: DataSpec = Field(default_factory=DigitsData)
+    penalty: Penalty = Field(default_factory=Penalty)
+    optimizer: OptimizerSpec = Field(default_factory=Adam)
+    schedule: ScheduleSpec | None = None
+    #: null: the whole training set each step; 1: stochastic; k: mini-batch
+    batch_size: int | None = Field(64, ge=1)
+    epochs: int = Field(20, ge=1)
+    shuffle: bool = True
+    validation_split: Fraction = 0.2
+    gradients: Literal["autograd"] = "autograd"
+
+    @model_validator(mode="after")
+    def _resolve(self) -> FitSpec:
+        self.loss = resolve_loss(self.model.type, self.loss, self.data)
+        n_train = self.n_train
+        if n_train < 1:
+            raise ValueError(
+                f"validation_split {self.validation_split} leaves no training rows out of "
+                f"{self.n_samples}"
+            )
+        settings = get_settings()
+        if self.n_samples > settings.max_rows:
+            raise ValueError(
+                f"data has {self.n_samples} rows; the limit is {settings.max_rows} "
+                "(DESCENT_MAX_ROWS)"
+            )
+        if self.total_steps > settings.max_steps:
+            raise ValueError(
+                f"epochs x batches per epoch is {self.total_steps} optimizer steps; the limit is "
+                f"{settings.max_steps} (DESCENT_MAX_STEPS)"
+            )
+        if isinstance(self.schedule, CosineSchedule) and self.schedule.t_max is None:
+            self.schedule.t_max = self.epochs
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        return data_rows(self.data)
+
+    @property
+    def n_val(self) -> int:
+        return math.floor(self.n_samples * self.validation_split)
+
+    @property
+    def n_train(self) -> int:
+        return self.n_samples - self.n_val
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.batch_size is None:
+            return 1
+        return math.ceil(self.n_train / self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+JobSpec = FitSpec
+
+
+def data_rows(data: LinearData | ClassificationData | DigitsData | InlineData) -> int:
+    """How many rows a data spec produces."""
+    if isinstance(data, DigitsData):
+        return DIGITS_SAMPLES
+    if isinstance(data, InlineData):
+        return len(data.x)
+    return data.n_samples
+
+
+# --- which loss fits which model and data (3.2) ----------------------------------------------
+
+
+def label_kind(data: LinearData | ClassificationData | DigitsData | InlineData) -> str:
+    """`labels` (integer classes), `values` (real targets) for what the data's targets are."""
+    if isinstance(data, ClassificationData | DigitsData):
+        return "labels"
+    if isinstance(data, InlineData) and data.integer_targets:
+        return "labels"
+    return "values"
+
+
+def resolve_loss(model: str, loss: str | None, data: Any) -> str:
+    """The loss a job trains with, or ValueError saying why the pair does not fit."""
+    kind = label_kind(data)
+    fitting = {"linear": ("mse",), "logistic": ("bce",), "softmax": ("cross_entropy",)}
+    if model == "mlp":
+        chosen = loss or ("cross_entropy" if kind == "labels" else "mse")
+    else:
+        chosen = loss or fitting[model][0]
+        if chosen not in fitting[model]:
+            raise ValueError(
+                f"loss {chosen!r} does not fit model {model!r}, which trains with "
+                f"{fitting[model][0]!r}"
+            )
+    if chosen == "mse":
+        if kind == "labels" and not isinstance(data, InlineData):
+            raise ValueError(
+                f"loss 'mse' needs real-valued targets, but data {data.type!r} gives class "
+                "labels: use cross_entropy (or model softmax/logistic)"
+            )
+        return chosen
+    _check_labels(chosen, data)
+    return chosen
+
+
+def _check_labels(loss: str, data: Any) -> None:
+    """bce needs labels 0/1; cross_entropy needs labels 0..k-1, all integers."""
+    if isinstance(data, LinearData):
+        raise ValueError(
+            f"loss {loss!r} needs class labels, but data 'linear' gives real-valued targets"
+        )
+    if isinstance(data, InlineData):
+        for i, v in enumerate(data.y):
+            if not float(v).is_integer() or v < 0:
+                raise ValueError(
+                    f"data.y[{i}] is {v}: loss {loss!r} needs class labels, integers from 0"
+                )
+        classes = int(max(data.y)) + 1
+    elif isinstance(data, DigitsData):
+        classes = DIGITS_CLASSES
+    else:
+        classes = data.n_classes
+    if loss == "bce" and classes > 2:
+        raise ValueError(
+            f"loss 'bce' is binary, but the data has {classes} classes: use cross_entropy "
+            "(model softmax or mlp)"
+        )

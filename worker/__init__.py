@@ -1,0 +1,1 @@
+"""Descent's worker: claims jobs from the database and trains them."""

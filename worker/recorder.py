@@ -1,0 +1,119 @@
+"""The database recorder: the training loop hands it chunks, a thread writes them.
+
+Writing happens off the training thread, so the loop never waits on SQLite or PostgreSQL.
+A second thread watches the job: it renews the lease and notices a cancel request or a job
+that is no longer this worker's, and `should_stop()` tells the loop at its next flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import orjson
+from sqlalchemy import Engine
+
+from service import curves, jobs
+from worker.training.recorder import Chunk
+
+log = logging.getLogger(__name__)
+
+#: chunks the writer may fall behind by before the loop waits for it (bounds memory)
+MAX_QUEUED_CHUNKS = 64
+
+
+class DatabaseRecorder:
+    """Records one job's chunks; use as a context manager around the run."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        job_pk: int,
+        worker_id: str,
+        lease_seconds: float,
+        heartbeat_seconds: float,
+        shutdown: threading.Event,
+    ) -> None:
+        self.engine, self.job_pk, self.worker_id = engine, job_pk, worker_id
+        self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
+        self.shutdown = shutdown
+        #: why the run should stop: None, "cancel", "lost" or "shutdown"
+        self.reason: str | None = None
+        self._series_ids: dict[str, int] = {}
+        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
+        self._done = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="recorder-writer")
+        self._watcher = threading.Thread(target=self._watch_loop, name="recorder-watch")
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> DatabaseRecorder:
+        self._writer.start()
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, chunk: Chunk) -> None:
+        self._queue.put(chunk)
+
+    def should_stop(self) -> bool:
+        if self.shutdown.is_set() and self.reason is None:
+            self.reason = "shutdown"
+        return self.reason is not None
+
+    def close(self) -> None:
+        """Wait until every chunk is written; after this the job's points are all stored."""
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+        self._done.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
+        if self.error is not None:
+            raise RuntimeError(f"writing the job's curves failed: {self.error}") from self.error
+
+    def _write_loop(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.reason == "lost" or self.error is not None:
+                continue  # the job is gone or broken: drain without writing
+            try:
+                params = chunk.parameters
+                held = curves.record(
+                    self.engine,
+                    job_pk=self.job_pk,
+                    worker_id=self.worker_id,
+                    chunk=chunk,
+                    ids=self._series_ids,
+                    parameters_json=orjson.dumps(params).decode() if params is not None else None,
+                )
+            except Exception as exc:  # noqa: BLE001 - reported by close() in the job's thread
+                log.exception("job %s: writing a chunk failed", self.job_pk)
+                self.error = exc
+                continue
+            if not held:
+                self.reason = "lost"
+
+    def _watch_loop(self) -> None:
+        renew_every = self.lease_seconds / 3
+        last_renewal = time.monotonic()
+        while not self._done.wait(self.heartbeat_seconds):
+            try:
+                state = jobs.poll(self.engine, job_pk=self.job_pk, worker_id=self.worker_id)
+                if state == "held" and time.monotonic() - last_renewal >= renew_every:
+                    if not jobs.heartbeat(
+                        self.engine,
+                        job_pk=self.job_pk,
+                        worker_id=self.worker_id,
+                        lease_seconds=self.lease_seconds,
+                    ):
+                        state = "lost"
+                    last_renewal = time.monotonic()
+            except Exception:  # noqa: BLE001 - a missed heartbeat is retried; the lease is long
+                log.warning("job %s: heartbeat failed", self.job_pk, exc_info=True)
+                continue
+            if state != "held" and self.reason is None:
+                self.reason = state

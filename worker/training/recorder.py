@@ -1,0 +1,54 @@
+"""What the training loop reports to, and an in-memory recorder for tests and scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class Chunk:
+    """Whole steps of a run's curves: every point of a step is in the same chunk."""
+
+    #: the last step taken and the number of epochs finished
+    step: int
+    epoch: int
+    #: name -> (steps, values); a value is None where it was not finite
+    series: dict[str, tuple[list[int], list[float | None]]] = field(default_factory=dict)
+    #: the parameters at `step`, by `state_dict` name, as nested lists, when saved
+    parameters: dict[str, Any] | None = None
+
+    def add(self, name: str, step: int, value: float | None) -> None:
+        steps, values = self.series.setdefault(name, ([], []))
+        steps.append(step)
+        values.append(value)
+
+
+class Recorder(Protocol):
+    """Where a run's curves go. `record` must not block on I/O for long: it runs in the loop."""
+
+    def record(self, chunk: Chunk) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class MemoryRecorder:
+    """Keeps every point in memory: `series[name] == (steps, values)`."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, tuple[list[int], list[float | None]]] = {}
+        self.parameters: dict[str, Any] | None = None
+        self.chunks = 0
+        self.stop = False
+
+    def record(self, chunk: Chunk) -> None:
+        self.chunks += 1
+        for name, (steps, values) in chunk.series.items():
+            old_steps, old_values = self.series.setdefault(name, ([], []))
+            old_steps.extend(steps)
+            old_values.extend(values)
+        if chunk.parameters is not None:
+            self.parameters = chunk.parameters
+
+    def should_stop(self) -> bool:
+        return self.stop

@@ -80,6 +80,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     from service.main import create_app
 
     app = create_app(_settings(args))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the
+    # handler that was there before; a no-op one lets a clean stop exit with status 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
@@ -144,7 +148,9 @@ class Supervisor:
                 break
             for i, proc in enumerate(self.workers):
                 if proc.poll() is not None and not self.stopping:
-                    log.warning("worker %d exited (code %s); starting another", proc.pid, proc.returncode)
+                    log.warning(
+                        "worker %d exited (code %s); starting another", proc.pid, proc.returncode
+                    )
                     self.workers[i] = self._spawn_worker()
         self._stop_children()
         return code

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from service import jobs
 from service.db.engine import writing
@@ -41,12 +41,13 @@ def record(
             conn, job_pk=job_pk, worker_id=worker_id, step=chunk.step, epoch=chunk.epoch
         ):
             return False
-        rows = []
+        rows: list[dict[str, object]] = []
         for name, (steps, values) in chunk.series.items():
             sid = ids.get(name) or _series_id(conn, job_pk, name)
             ids[name] = sid
             rows.extend(
-                {"series_id": sid, "step": s, "value": v} for s, v in zip(steps, values, strict=True)
+                {"series_id": sid, "step": s, "value": v}
+                for s, v in zip(steps, values, strict=True)
             )
         if rows:
             conn.execute(insert(CurvePointRow), rows)
@@ -69,14 +70,12 @@ def _series_id(conn: Connection, job_pk: int, name: str) -> int:
 
 
 def _save_parameters(conn: Connection, job_pk: int, step: int, parameters_json: str) -> None:
-    table = ParametersRow.__table__
+    values = {"step": step, "parameters": parameters_json}
     updated = conn.execute(
-        table.update()
-        .where(table.c.job_pk == job_pk)
-        .values(step=step, parameters=parameters_json)
+        update(ParametersRow).where(ParametersRow.job_pk == job_pk).values(**values)
     )
     if updated.rowcount == 0:
-        conn.execute(table.insert().values(job_pk=job_pk, step=step, parameters=parameters_json))
+        conn.execute(insert(ParametersRow).values(job_pk=job_pk, **values))
 
 
 def read(
@@ -121,11 +120,11 @@ def thin(
     arr = np.array([math.nan if v is None else v for v in values], dtype=float)
     keep = {0, n - 1}
     stretches = (points - 2) // 2
-    if stretches == 0:  # room for one interior point: the most extreme one
+    if points == 3:  # room for one interior point: the most extreme one
         interior = arr[1:-1]
         if not np.all(np.isnan(interior)):
             keep.add(1 + int(np.nanargmax(np.abs(interior - np.nanmean(interior)))))
-    else:
+    elif stretches > 0:
         bounds = np.linspace(1, n - 1, stretches + 1).astype(int)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             part = arr[lo:hi]

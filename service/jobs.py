@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, select, update
 
 from service.db.engine import reading, writing
 from service.db.models import CurvePointRow, CurveSeriesRow, JobRow, ParametersRow, utcnow
@@ -132,7 +132,7 @@ def create(
         "attempts": 0,
     }
     with writing(engine) as conn:
-        conn.execute(JobRow.__table__.insert().values(**values))
+        conn.execute(insert(JobRow).values(**values))
         return to_public(find(conn, job_id=values["id"], owner=owner))
 
 
@@ -254,7 +254,9 @@ def heartbeat(engine: Engine, *, job_pk: int, worker_id: str, lease_seconds: flo
 
 def advance(conn: Connection, *, job_pk: int, worker_id: str, step: int, epoch: int) -> bool:
     """Move a running job's progress, inside the transaction that records its points."""
-    done = conn.execute(update(JobRow).where(_held(job_pk, worker_id)).values(step=step, epoch=epoch))
+    done = conn.execute(
+        update(JobRow).where(_held(job_pk, worker_id)).values(step=step, epoch=epoch)
+    )
     return done.rowcount == 1
 
 
@@ -289,9 +291,7 @@ def finish(
 def release(engine: Engine, *, job_pk: int, worker_id: str) -> bool:
     """Hand a running job back to the queue (its worker is stopping); it starts over."""
     with writing(engine) as conn:
-        done = conn.execute(
-            update(JobRow).where(_held(job_pk, worker_id)).values(**_requeued())
-        )
+        done = conn.execute(update(JobRow).where(_held(job_pk, worker_id)).values(**_requeued()))
         if done.rowcount == 1:
             _delete_data(conn, job_pk)
     return done.rowcount == 1

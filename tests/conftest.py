@@ -88,24 +88,33 @@ class Service:
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    def wait(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 60) -> dict[str, Any]:
+    def wait(
+        self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.http.get(f"/jobs/{job_id}").json()
             if job["status"] in statuses:
                 return job  # type: ignore[no-any-return]
             time.sleep(0.02)
-        raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s; log:\n{self.logs()}")
+        raise AssertionError(
+            f"job {job_id} still {job['status']} after {timeout}s; log:\n{self.logs()}"
+        )
 
     def logs(self) -> str:
         return self.log.read_text()[-5000:]
 
 
-def start_process(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **(env or {})}
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=full_env
+        [sys.executable, "-m", "service.cli", *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=full_env,
     )
 
 
@@ -113,7 +122,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
+            raise AssertionError(
+                f"process exited with {proc.returncode}:\n{log.read_text()[-5000:]}"
+            )
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return

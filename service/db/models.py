@@ -108,8 +108,6 @@ class ParametersRow(Base):
 
     __tablename__ = "job_parameters"
 
-    job_pk: Mapped[int] = mapped_column(
-        ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True
-    )
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer)
     parameters: Mapped[str] = mapped_column(Text)

@@ -115,7 +115,9 @@ class LinearData(SpecModel):
                 f"{self.n_features}"
             )
         if not self.x_range[0] < self.x_range[1]:
-            raise ValueError(f"data.x_range must be [low, high] with low < high, not {self.x_range}")
+            raise ValueError(
+                f"data.x_range must be [low, high] with low < high, not {self.x_range}"
+            )
         return self
 
 
@@ -413,12 +415,16 @@ def label_kind(data: LinearData | ClassificationData | DigitsData | InlineData) 
     return "values"
 
 
-def resolve_loss(model: str, loss: str | None, data: Any) -> str:
+def resolve_loss(model: str, loss: LossName | None, data: Any) -> LossName:
     """The loss a job trains with, or ValueError saying why the pair does not fit."""
     kind = label_kind(data)
-    fitting = {"linear": ("mse",), "logistic": ("bce",), "softmax": ("cross_entropy",)}
+    fitting: dict[str, tuple[LossName, ...]] = {
+        "linear": ("mse",),
+        "logistic": ("bce",),
+        "softmax": ("cross_entropy",),
+    }
     if model == "mlp":
-        chosen = loss or ("cross_entropy" if kind == "labels" else "mse")
+        chosen: LossName = loss or ("cross_entropy" if kind == "labels" else "mse")
     else:
         chosen = loss or fitting[model][0]
         if chosen not in fitting[model]:

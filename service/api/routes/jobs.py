@@ -98,4 +98,6 @@ def get_parameters(job_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
     step, params = saved if saved is not None else (0, "{}")
     head = dumps({"job_id": job_id, "step": step})[:-1]
     # the parameters are stored as the JSON object served, so they are not parsed again
-    return Response(head + b',"parameters":' + params.encode() + b"}", media_type="application/json")
+    return Response(
+        head + b',"parameters":' + params.encode() + b"}", media_type="application/json"
+    )

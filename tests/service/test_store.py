@@ -105,7 +105,10 @@ def test_expired_lease_requeues_and_drops_points(engine: Engine) -> None:
 
 def test_migrations_started_at_once_do_not_race(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    code = f"from service.db.engine import make_engine; from service.db.migrate import migrate; migrate(make_engine({url!r}))"
+    code = (
+        "from service.db.engine import make_engine; from service.db.migrate import migrate; "
+        f"migrate(make_engine({url!r}))"
+    )
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)
     ]

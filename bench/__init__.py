@@ -1,0 +1,1 @@
+"""Descent's benchmarks: `make bench` runs them; each prints a ratio against a reference."""

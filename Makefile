@@ -7,6 +7,9 @@ HOST ?= 127.0.0.1
 WORKERS ?= 1
 # torch's CPU build first and pinned: any looser requirement pulls several GB of CUDA wheels
 TORCH := torch==2.13.0
+# e.g. TORCH_PIP_FLAGS='--index-url https://download.pytorch.org/whl/cpu' where PyPI would
+# serve the CUDA build
+TORCH_PIP_FLAGS ?=
 
 .PHONY: run test lint bench install install-test clean
 
@@ -15,7 +18,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(TORCH_PIP_FLAGS) $(TORCH)
 	$(BIN)/pip install -q -e .
 	touch $@
 

@@ -108,13 +108,15 @@ class Service:
 def start_process(
     args: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, **(env or {})}
+    """`python -m service.cli ARGS` with no DESCENT_* variable but those given, in log's folder."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
     out = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", *args],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=full_env,
+        env={**clean, **(env or {})},
+        cwd=log.parent,
     )
 
 

@@ -60,7 +60,8 @@ def test_job_goes_queued_running_succeeded(start_service: Any) -> None:
 
 def test_two_workers_never_run_the_same_job(start_service: Any) -> None:
     service: Service = start_service(workers=2)
-    ids = [service.submit(fit_spec(seed=i))["id"] for i in range(30)]
+    # long enough (~0.1 s each) that one worker cannot drain the queue alone
+    ids = [service.submit(fit_spec(seed=i, epochs=60))["id"] for i in range(30)]
     for job_id in ids:
         assert service.wait(job_id)["status"] == "succeeded"
     log = service.logs()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from bench import overhead, queue
+from bench import overhead, queue, recording
 
 RESULTS = Path(__file__).parent / "results.md"
 
@@ -20,6 +20,13 @@ def main() -> None:
         (
             "digits MLP [128], Adam, batch 64: service / plain PyTorch steps per second",
             f"{o['service_steps_per_s']:.0f} / {o['plain_steps_per_s']:.0f} = {o['ratio']:.3f}",
+        )
+    )
+    r = recording.measure()
+    rows.append(
+        (
+            f"{r['steps']:,} steps, batch 1: curve discarded / curve stored in SQLite, speed",
+            f"{r['discarded_s']:.2f} s / {r['stored_s']:.2f} s = {r['ratio']:.3f}",
         )
     )
     q = queue.measure()

@@ -42,6 +42,7 @@ class Worker:
 
     def run(self) -> None:
         migrate(self.engine)
+        _warm_up()
         log.info("worker %s ready (device %s)", self.id, self.device)
         next_requeue = 0.0
         while not self.stop.is_set():
@@ -142,6 +143,14 @@ class Worker:
                 "submit it with device 'auto' or 'cpu', or start a worker on a GPU machine"
             )
         return torch.device(wanted)
+
+
+def _warm_up() -> None:
+    """One tiny optimizer step, so the first job does not pay torch's lazy imports (~2 s)."""
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 1)).sum().backward()
+    optimizer.step()
 
 
 def _failed(kind: str, message: str) -> dict[str, object]:

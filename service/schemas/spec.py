@@ -31,6 +31,13 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _example(example: dict[str, Any]) -> ConfigDict:
+    """A spec part's settings with the example /docs shows for it."""
+    return ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
+    )
+
+
 # --- models (3.1) -------------------------------------------------------------------------
 
 Init = Literal["default", "zeros"]
@@ -38,6 +45,8 @@ Init = Literal["default", "zeros"]
 
 class LinearModel(SpecModel):
     """`y = x W^T + b`, regression."""
+
+    model_config = _example({"type": "linear", "bias": True})
 
     type: Literal["linear"] = "linear"
     bias: bool = True
@@ -48,6 +57,8 @@ class LinearModel(SpecModel):
 class LogisticModel(SpecModel):
     """Binary classification with a sigmoid output."""
 
+    model_config = _example({"type": "logistic"})
+
     type: Literal["logistic"] = "logistic"
     bias: bool = True
     init: Init = "default"
@@ -56,6 +67,8 @@ class LogisticModel(SpecModel):
 class SoftmaxModel(SpecModel):
     """Multiclass classification (multinomial logistic regression)."""
 
+    model_config = _example({"type": "softmax"})
+
     type: Literal["softmax"] = "softmax"
     bias: bool = True
     init: Init = "default"
@@ -63,6 +76,8 @@ class SoftmaxModel(SpecModel):
 
 class MLPModel(SpecModel):
     """Linear -> activation -> ... -> Linear."""
+
+    model_config = _example({"type": "mlp", "hidden": [128, 64], "activation": "tanh"})
 
     type: Literal["mlp"] = "mlp"
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128])
@@ -97,6 +112,8 @@ ModelSpec = Annotated[
 class LinearData(SpecModel):
     """`y = x w + b + noise`, x uniform on `x_range`."""
 
+    model_config = _example({"type": "linear", "n_samples": 100, "weights": [2.0], "noise": 0.5})
+
     type: Literal["linear"] = "linear"
     n_samples: int = Field(100, ge=1)
     n_features: int = Field(1, ge=1, le=10_000)
@@ -128,6 +145,10 @@ DEFAULT_CLASS_NOISE = {"blobs": 1.0, "moons": 0.1, "circles": 0.05, "xor": 0.1}
 class ClassificationData(SpecModel):
     """Synthetic classes: blobs (any dimension and class count), moons, circles, xor (2-D)."""
 
+    model_config = _example(
+        {"type": "classification", "kind": "moons", "n_samples": 500, "noise": 0.2}
+    )
+
     type: Literal["classification"] = "classification"
     kind: Literal["blobs", "moons", "circles", "xor"] = "blobs"
     n_samples: int = Field(200, ge=2)
@@ -153,11 +174,15 @@ class ClassificationData(SpecModel):
 class DigitsData(SpecModel):
     """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), pixels in [0, 1]."""
 
+    model_config = _example({"type": "digits"})
+
     type: Literal["digits"] = "digits"
 
 
 class InlineData(SpecModel):
     """Data in the request. Targets given as JSON integers are class labels; floats are values."""
+
+    model_config = _example({"type": "inline", "x": [[0.0], [1.0], [2.0]], "y": [0.1, 2.1, 3.9]})
 
     type: Literal["inline"] = "inline"
     x: list[list[StrictFloat | StrictInt]] = Field(min_length=1)
@@ -192,6 +217,8 @@ DataSpec = Annotated[
 class SGD(SpecModel):
     """torch.optim.SGD."""
 
+    model_config = _example({"type": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True})
+
     type: Literal["sgd"] = "sgd"
     lr: Positive = 0.001
     momentum: NonNegative = 0.0
@@ -209,6 +236,8 @@ class SGD(SpecModel):
 class Momentum(SpecModel):
     """The exponential-average form: v <- beta*v + (1-beta)*g, theta <- theta - lr*v."""
 
+    model_config = _example({"type": "momentum", "lr": 0.1, "beta": 0.9})
+
     type: Literal["momentum"] = "momentum"
     lr: Positive = 0.01
     beta: Fraction = 0.9
@@ -216,6 +245,8 @@ class Momentum(SpecModel):
 
 class Adagrad(SpecModel):
     """torch.optim.Adagrad."""
+
+    model_config = _example({"type": "adagrad", "lr": 0.1})
 
     type: Literal["adagrad"] = "adagrad"
     lr: Positive = 0.01
@@ -227,6 +258,8 @@ class Adagrad(SpecModel):
 
 class RMSprop(SpecModel):
     """torch.optim.RMSprop."""
+
+    model_config = _example({"type": "rmsprop", "lr": 0.01, "alpha": 0.9})
 
     type: Literal["rmsprop"] = "rmsprop"
     lr: Positive = 0.01
@@ -243,6 +276,8 @@ Betas = tuple[Fraction, Fraction]
 class Adam(SpecModel):
     """torch.optim.Adam."""
 
+    model_config = _example({"type": "adam", "lr": 0.001, "betas": [0.9, 0.999]})
+
     type: Literal["adam"] = "adam"
     lr: Positive = 0.001
     betas: Betas = (0.9, 0.999)
@@ -253,6 +288,8 @@ class Adam(SpecModel):
 
 class AdamW(SpecModel):
     """torch.optim.AdamW."""
+
+    model_config = _example({"type": "adamw", "lr": 0.001, "weight_decay": 0.01})
 
     type: Literal["adamw"] = "adamw"
     lr: Positive = 0.001
@@ -272,6 +309,8 @@ OptimizerSpec = Annotated[
 class StepSchedule(SpecModel):
     """torch.optim.lr_scheduler.StepLR."""
 
+    model_config = _example({"type": "step", "step_size": 10, "gamma": 0.5})
+
     type: Literal["step"] = "step"
     step_size: int = Field(ge=1)
     gamma: Positive = 0.1
@@ -280,12 +319,16 @@ class StepSchedule(SpecModel):
 class ExponentialSchedule(SpecModel):
     """torch.optim.lr_scheduler.ExponentialLR."""
 
+    model_config = _example({"type": "exponential", "gamma": 0.95})
+
     type: Literal["exponential"] = "exponential"
     gamma: Positive
 
 
 class CosineSchedule(SpecModel):
     """torch.optim.lr_scheduler.CosineAnnealingLR; `t_max` defaults to the job's epochs."""
+
+    model_config = _example({"type": "cosine", "eta_min": 0.0001})
 
     type: Literal["cosine"] = "cosine"
     t_max: int | None = Field(None, ge=1)
@@ -322,7 +365,7 @@ _EXAMPLE: dict[str, Any] = {
 class FitSpec(SpecModel):
     """Train a model on data (`task: fit`)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = _example(_EXAMPLE)
 
     name: str | None = Field(None, max_length=200)
     task: Literal["fit"] = "fit"

@@ -164,6 +164,15 @@ def test_cosine_t_max_defaults_to_epochs(client: TestClient) -> None:
 
 def test_openapi_documents_every_variant(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    for name in ("SGD", "Momentum", "Adagrad", "RMSprop", "Adam", "AdamW", "MLPModel"):
-        assert name in schemas
+    variants = {
+        "models": ["LinearModel", "LogisticModel", "SoftmaxModel", "MLPModel"],
+        "data": ["LinearData", "ClassificationData", "DigitsData", "InlineData"],
+        "optimizers": ["SGD", "Momentum", "Adagrad", "RMSprop", "Adam", "AdamW"],
+        "schedules": ["StepSchedule", "ExponentialSchedule", "CosineSchedule"],
+    }
+    for names in variants.values():
+        for name in names:
+            assert schemas[name]["examples"], f"{name} has no example in /docs"
     assert "examples" in schemas["FitSpec"]
+    mapping = schemas["FitSpec"]["properties"]["optimizer"]["discriminator"]["mapping"]
+    assert set(mapping) == {"sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"}

@@ -64,7 +64,9 @@ class Objective:
         self.weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
         self.l1, self.l2 = penalty.l1, penalty.l2
 
-    def data_loss(self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    def data_loss(
+        self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
         if self.loss == "mse":
             return F.mse_loss(out, y, reduction=reduction)
         if self.loss == "bce":
@@ -104,8 +106,10 @@ class _Run:
         data = data_sources.load(spec)
         self.x, self.y = self._tensors(data.x_train, data.y_train)
         self.x_val, self.y_val = self._tensors(data.x_val, data.y_val)
-        n_out = data.n_classes if spec.loss == "cross_entropy" else (
-            1 if spec.loss == "bce" else int(data.y_train.shape[1])
+        n_out = (
+            data.n_classes
+            if spec.loss == "cross_entropy"
+            else (1 if spec.loss == "bce" else int(data.y_train.shape[1]))
         )
         self.model = models.build(spec.model, n_in=data.n_features, n_out=n_out or 1).to(
             device=device, dtype=self.dtype
@@ -188,10 +192,13 @@ class _Run:
             loss, correct = self._evaluate(x, y)
             metrics[f"{'train' if not prefix else 'val'}_loss"] = loss
             if correct is not None:
-                metrics[f"{prefix}accuracy"] = correct / len(x)
+                # a ratio of counts: in float64 whatever the run's dtype (int / int is float32)
+                metrics[f"{prefix}accuracy"] = correct.double() / len(x)
         return metrics
 
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _evaluate(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The objective over a whole set (in slices, to bound memory), and the right count."""
         total: torch.Tensor | float = 0.0
         correct: torch.Tensor | None = None

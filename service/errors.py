@@ -15,3 +15,7 @@ class Conflict(DescentError):
 
 class BadRequest(DescentError):
     """A query parameter that cannot be used (a malformed cursor)."""
+
+
+class InvalidUpload(DescentError):
+    """An uploaded file that is not a rectangular numeric CSV, or is past a limit."""

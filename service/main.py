@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
+from service.api.limits import BodySizeLimit
 from service.api.main import api_router
 from service.api.responses import SafeJSONResponse, validation_error
 from service.config import Settings, configure
 from service.db.engine import make_engine
 from service.db.migrate import migrate
-from service.errors import BadRequest, Conflict, NotFound
+from service.errors import BadRequest, Conflict, InvalidUpload, NotFound
 
-_STATUS = {NotFound: 404, Conflict: 409, BadRequest: 422}
+_STATUS = {NotFound: 404, Conflict: 409, BadRequest: 422, InvalidUpload: 422}
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
@@ -43,6 +44,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     for exc_type, status in _STATUS.items():
         app.add_exception_handler(exc_type, _error_handler(status))
     app.include_router(api_router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -111,3 +112,40 @@ class ParametersRow(Base):
     job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer)
     parameters: Mapped[str] = mapped_column(Text)
+
+
+class TrajectoryRow(Base):
+    """A point of a job's path: `x` of a minimize job, or a small model's parameters, flattened."""
+
+    __tablename__ = "trajectory_points"
+
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: a JSON list of numbers
+    point: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class DatasetRow(Base):
+    """An uploaded CSV, parsed once and stored whole, so any worker on any host can read it."""
+
+    __tablename__ = "datasets"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_features: Mapped[int] = mapped_column(Integer)
+    #: every column's name, in the file's order
+    columns: Mapped[list[str]] = mapped_column(JSON)
+    target: Mapped[str] = mapped_column(String(200))
+    #: whether every target is an integer, so the data can serve as class labels
+    integer_target: Mapped[bool] = mapped_column(Boolean)
+    #: the range of the targets, so a job's class labels are checked without reading the data
+    target_min: Mapped[float] = mapped_column(Float)
+    target_max: Mapped[float] = mapped_column(Float)
+    #: numpy's compressed .npz of `x` (float64, rows x features) and `y` (float64)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,66 @@
+"""Datasets: upload a CSV, read, list, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile
+
+from service import datasets
+from service.api.deps import EngineDep, OwnerDep, SettingsDep
+from service.schemas.datasets import Dataset, DatasetPage
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        413: {"description": "the file is larger than DESCENT_MAX_UPLOAD_BYTES"},
+        422: {"description": "the file is not a rectangular numeric CSV, or has too many rows"},
+    },
+)
+def upload_dataset(
+    file: UploadFile,
+    engine: EngineDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    target: Annotated[str | None, Form(description="the target column; default the last")] = None,
+) -> Dataset:
+    """Store a CSV with a header row; `target` names the column to predict."""
+    limit = settings.max_upload_bytes
+    raw = file.file.read(limit + 1)
+    if len(raw) > limit:
+        raise HTTPException(
+            status_code=413,
+            detail=f"the upload is larger than {limit} bytes (DESCENT_MAX_UPLOAD_BYTES)",
+        )
+    parsed = datasets.parse_csv(raw, target=target or None, max_rows=settings.max_rows)
+    return datasets.create(engine, parsed=parsed, name=name or file.filename, owner=owner)
+
+
+@router.get("")
+def list_datasets(
+    engine: EngineDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=datasets.MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> DatasetPage:
+    """Datasets, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    items, next_cursor = datasets.list_page(engine, owner=owner, limit=limit, cursor=cursor)
+    return DatasetPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: str, engine: EngineDep, owner: OwnerDep) -> Dataset:
+    """One dataset (its description; the numbers stay with the service)."""
+    return datasets.get(engine, dataset_id=dataset_id, owner=owner)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
+    """Remove a dataset."""
+    datasets.delete_dataset(engine, dataset_id=dataset_id, owner=owner)
+    return Response(status_code=204)

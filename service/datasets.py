@@ -1,0 +1,267 @@
+"""Uploaded datasets: parsing a CSV into numbers, and storing, reading and removing them.
+
+Rows are numbered as a spreadsheet numbers them: the header is row 1, the first data row 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import secrets
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from service.db.engine import reading, writing
+from service.db.models import DatasetRow, utcnow
+from service.errors import BadRequest, InvalidUpload, NotFound
+from service.schemas.datasets import Dataset
+
+#: largest page `GET /datasets` answers
+MAX_PAGE = 500
+#: longest column name, in characters (the target's name is stored in a column this wide)
+MAX_NAME = 200
+
+# every column but the stored numbers, which only `load` reads
+_PUBLIC = [c for c in DatasetRow.__table__.c if c.name != "data"]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A CSV's numbers: `x` (float64, rows x features) and `y` (float64, rows)."""
+
+    columns: list[str]
+    target: str
+    x: np.ndarray
+    y: np.ndarray
+    integer_target: bool
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def parse_csv(raw: bytes, *, target: str | None, max_rows: int) -> Parsed:
+    """A header row, then rows of finite numbers; `target` names y's column (default: last)."""
+    reader = csv.reader(io.StringIO(_decode(raw), newline=""), strict=True)
+    try:
+        columns = _header(next(reader, None))
+        target_at = _target_index(columns, target)
+        flat = _numbers(reader, columns, max_rows)
+    except csv.Error as exc:
+        raise InvalidUpload(f"row {reader.line_num} is not valid CSV: {exc}") from exc
+    table = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(columns))
+    x = np.delete(table, target_at, axis=1)
+    y = table[:, target_at].copy()
+    return Parsed(
+        columns=columns,
+        target=columns[target_at],
+        x=x,
+        y=y,
+        integer_target=bool(np.all(y == np.round(y))),
+    )
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark, as spreadsheets write, is dropped
+    except UnicodeDecodeError as exc:
+        row = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : exc.start + 1]
+        raise InvalidUpload(
+            f"the file is not UTF-8 text: row {row} has the byte {bad!r} (offset {exc.start});"
+            " save it as UTF-8 CSV"
+        ) from None
+
+
+def _header(row: list[str] | None) -> list[str]:
+    if row is None:
+        raise InvalidUpload("the file is empty: a header row naming the columns is required")
+    if not any(cell.strip() for cell in row):
+        raise InvalidUpload("row 1 is blank: it must be the header, naming the columns")
+    columns = [name.strip() for name in row]
+    for i, name in enumerate(columns, start=1):
+        if not name:
+            raise InvalidUpload(f"column {i} of the header (row 1) has no name")
+        if len(name) > MAX_NAME:
+            raise InvalidUpload(f"column {i}'s name is longer than {MAX_NAME} characters")
+        if name in columns[: i - 1]:
+            raise InvalidUpload(f"the header (row 1) names column {name!r} twice")
+    if len(columns) < 2:
+        raise InvalidUpload(
+            f"the file has one column ({columns[0]!r}); it needs the target and at least one"
+            " feature column"
+        )
+    return columns
+
+
+def _target_index(columns: list[str], target: str | None) -> int:
+    if target is None:
+        return len(columns) - 1
+    if target.strip() not in columns:
+        raise InvalidUpload(
+            f"no column {target!r}; the columns are {', '.join(repr(c) for c in columns)}"
+        )
+    return columns.index(target.strip())
+
+
+def _numbers(rows: Iterator[list[str]], columns: list[str], max_rows: int) -> array[float]:
+    """The data rows' numbers, row after row, in one flat buffer; blank rows are skipped."""
+    flat = array("d")
+    width = len(columns)
+    count = 0
+    for number, row in enumerate(rows, start=2):
+        try:
+            # the common path: one comprehension a row; only a failure looks closer
+            values = [float(cell) for cell in row] if len(row) == width else None
+        except ValueError:
+            values = None
+        if values is None:
+            if not any(cell.strip() for cell in row):
+                continue
+            raise _bad_row(row, number, columns)
+        if not math.isfinite(sum(values)):  # nan and inf survive a sum, so one test a row
+            _check_finite(values, number, columns)
+        count += 1
+        if count > max_rows:
+            raise InvalidUpload(
+                f"more than {max_rows} rows; the limit is {max_rows} (DESCENT_MAX_ROWS)"
+            )
+        flat.extend(values)
+    if count == 0:
+        raise InvalidUpload("no rows: the file has a header (row 1) but no data rows")
+    return flat
+
+
+def _bad_row(row: list[str], number: int, columns: list[str]) -> InvalidUpload:
+    if len(row) != len(columns):
+        return InvalidUpload(
+            f"row {number} has {len(row)} cells, the header has {len(columns)}"
+            " (the header is row 1)"
+        )
+    for name, cell in zip(columns, row, strict=True):
+        try:
+            float(cell)
+        except ValueError:
+            what = "is empty" if not cell.strip() else f"{cell!r} is not a number"
+            return InvalidUpload(f"row {number}, column {name!r}: {what} (the header is row 1)")
+    return InvalidUpload(f"row {number} could not be read")  # pragma: no cover
+
+
+def _check_finite(values: list[float], number: int, columns: list[str]) -> None:
+    for name, value in zip(columns, values, strict=True):
+        if not math.isfinite(value):
+            raise InvalidUpload(
+                f"row {number}, column {name!r}: {value} is not a finite number"
+                " (the header is row 1)"
+            )
+    # a sum of finite values can overflow to inf; then every value was fine
+
+
+# --- storing -----------------------------------------------------------------------------
+
+
+def to_public(row: Any) -> Dataset:
+    """The API's view of a dataset row."""
+    return Dataset(
+        id=row.id,
+        name=row.name,
+        n_samples=row.n_samples,
+        n_features=row.n_features,
+        columns=row.columns,
+        target=row.target,
+        created_at=row.created_at,
+        integer_target=row.integer_target,
+        target_min=row.target_min,
+        target_max=row.target_max,
+    )
+
+
+def _visible(dataset_id: str, owner: str | None) -> Any:
+    clause = DatasetRow.id == dataset_id
+    return clause if owner is None else clause & (DatasetRow.owner == owner)
+
+
+def find(conn: Connection, *, dataset_id: str, owner: str | None) -> Any:
+    """The dataset's row without its numbers, or NotFound; inside the caller's transaction."""
+    row = conn.execute(select(*_PUBLIC).where(_visible(dataset_id, owner))).first()
+    if row is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return row
+
+
+def create(engine: Engine, *, parsed: Parsed, name: str | None, owner: str | None) -> Dataset:
+    """Store a parsed upload."""
+    values = {
+        "id": secrets.token_hex(8),
+        "owner": owner,
+        "name": name,
+        "created_at": utcnow(),
+        "n_samples": parsed.x.shape[0],
+        "n_features": parsed.x.shape[1],
+        "columns": parsed.columns,
+        "target": parsed.target,
+        "integer_target": parsed.integer_target,
+        "target_min": float(parsed.y.min()),
+        "target_max": float(parsed.y.max()),
+        "data": _pack(parsed.x, parsed.y),
+    }
+    with writing(engine) as conn:
+        conn.execute(insert(DatasetRow).values(**values))
+        return to_public(find(conn, dataset_id=values["id"], owner=owner))
+
+
+def get(engine: Engine, *, dataset_id: str, owner: str | None) -> Dataset:
+    with reading(engine) as conn:
+        return to_public(find(conn, dataset_id=dataset_id, owner=owner))
+
+
+def list_page(
+    engine: Engine, *, owner: str | None, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    """Newest first; the cursor is the position after which the next page starts."""
+    query = select(*_PUBLIC).order_by(DatasetRow.pk.desc()).limit(limit + 1)
+    if owner is not None:
+        query = query.where(DatasetRow.owner == owner)
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise BadRequest(f"cursor {cursor!r} is not one this service gave out")
+        query = query.where(DatasetRow.pk < int(cursor))
+    with reading(engine) as conn:
+        rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [to_public(r) for r in rows], (str(rows[-1].pk) if more else None)
+
+
+def delete_dataset(engine: Engine, *, dataset_id: str, owner: str | None) -> None:
+    """Remove a dataset; jobs already trained on it keep their results."""
+    with writing(engine) as conn:
+        row = find(conn, dataset_id=dataset_id, owner=owner)
+        conn.execute(delete(DatasetRow).where(DatasetRow.pk == row.pk))
+
+
+def load(
+    engine: Engine, *, dataset_id: str, owner: str | None
+) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The dataset and its `x` and `y` (float64); owner None reads anyone's, as workers do."""
+    with reading(engine) as conn:
+        row = find(conn, dataset_id=dataset_id, owner=owner)
+        data = conn.execute(select(DatasetRow.data).where(DatasetRow.pk == row.pk)).scalar_one()
+    x, y = _unpack(data)
+    return to_public(row), x, y
+
+
+def _pack(x: np.ndarray, y: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=x, y=y)
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return arrays["x"], arrays["y"]

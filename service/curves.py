@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
+import orjson
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from service import jobs
 from service.db.engine import writing
-from service.db.models import CurvePointRow, CurveSeriesRow, ParametersRow
+from service.db.models import CurvePointRow, CurveSeriesRow, ParametersRow, TrajectoryRow
 
 
 class ChunkLike(Protocol):
@@ -20,6 +21,7 @@ class ChunkLike(Protocol):
     step: int
     epoch: int
     series: dict[str, tuple[list[int], list[float | None]]]
+    trajectory: list[tuple[int, list[float]]]
 
 
 def record(
@@ -51,6 +53,14 @@ def record(
             )
         if rows:
             conn.execute(insert(CurvePointRow), rows)
+        if chunk.trajectory:
+            conn.execute(
+                insert(TrajectoryRow),
+                [
+                    {"job_pk": job_pk, "step": s, "point": orjson.dumps(p).decode()}
+                    for s, p in chunk.trajectory
+                ],
+            )
         if parameters_json is not None:
             _save_parameters(conn, job_pk, chunk.step, parameters_json)
     return True
@@ -95,6 +105,16 @@ def read(
         rows = conn.execute(points.order_by(CurvePointRow.step)).all()
         out[name] = ([r[0] for r in rows], [r[1] for r in rows])
     return out
+
+
+def read_trajectory(conn: Connection, *, job_pk: int) -> tuple[list[int], list[str]]:
+    """Steps and the stored JSON of each point, in step order."""
+    rows = conn.execute(
+        select(TrajectoryRow.step, TrajectoryRow.point)
+        .where(TrajectoryRow.job_pk == job_pk)
+        .order_by(TrajectoryRow.step)
+    ).all()
+    return [r[0] for r in rows], [r[1] for r in rows]
 
 
 def read_parameters(conn: Connection, *, job_pk: int) -> tuple[int, str] | None:

@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, select, update
 
 from service.db.engine import reading, writing
-from service.db.models import CurvePointRow, CurveSeriesRow, JobRow, ParametersRow, utcnow
+from service.db.models import (
+    CurvePointRow,
+    CurveSeriesRow,
+    JobRow,
+    ParametersRow,
+    TrajectoryRow,
+    utcnow,
+)
 from service.errors import BadRequest, Conflict, NotFound
 from service.schemas.jobs import Job, JobError, JobStatus, Progress
 
@@ -170,6 +177,7 @@ def _delete_data(conn: Connection, job_pk: int) -> None:
     conn.execute(delete(CurvePointRow).where(CurvePointRow.series_id.in_(series)))
     conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk == job_pk))
     conn.execute(delete(ParametersRow).where(ParametersRow.job_pk == job_pk))
+    conn.execute(delete(TrajectoryRow).where(TrajectoryRow.job_pk == job_pk))
 
 
 # --- the worker's transitions ------------------------------------------------------------

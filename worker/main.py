@@ -8,20 +8,25 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from service import jobs
+from service import datasets, jobs, specs
 from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import migrate
+from service.errors import NotFound
 from service.schemas.jobs import JobStatus
-from service.schemas.spec import FitSpec
+from service.schemas.spec import DatasetData, FitSpec, MinimizeSpec, job_spec_adapter
 from worker.recorder import DatabaseRecorder
+from worker.training.data import load as load_data
 from worker.training.errors import Diverged, Interrupted, InvalidJob, TimedOut
 from worker.training.loop import RunOptions, train
+from worker.training.minimize import minimize
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +88,7 @@ class Worker:
             shutdown=self.stop,
         )
         try:
-            spec = FitSpec.model_validate(claimed.spec)
+            spec, arrays = self._spec_and_data(claimed.spec)
             device = self.resolve_device(spec.device)
             options = RunOptions(
                 flush_seconds=self.settings.flush_seconds,
@@ -91,7 +96,11 @@ class Worker:
                 time_limit=self.settings.max_job_seconds,
             )
             with recorder:
-                result = train(spec, recorder, device=device, options=options)
+                if isinstance(spec, MinimizeSpec):
+                    result = minimize(spec, recorder, device=device, options=options)
+                else:
+                    data = load_data(spec, arrays=arrays) if arrays is not None else None
+                    result = train(spec, recorder, device=device, options=options, data=data)
             end = {"status": JobStatus.succeeded, "result": result}
         except Interrupted:
             end = self._interrupted(recorder.reason)
@@ -105,6 +114,20 @@ class Worker:
             log.exception("job %s failed", claimed.id)
             end = _failed("internal", f"{type(exc).__name__}: {exc}")
         self._end(claimed, end)
+
+    def _spec_and_data(
+        self, raw: dict[str, Any]
+    ) -> tuple[FitSpec | MinimizeSpec, tuple[np.ndarray, np.ndarray] | None]:
+        """The stored spec, validated again here; an uploaded dataset's arrays if it names one."""
+        spec = job_spec_adapter.validate_python(raw)
+        if not isinstance(spec, FitSpec) or not isinstance(spec.data, DatasetData):
+            return spec, None
+        try:
+            dataset, x, y = datasets.load(self.engine, dataset_id=spec.data.id, owner=None)
+        except NotFound as exc:
+            raise InvalidJob(f"dataset {spec.data.id} was deleted before the job ran") from exc
+        context = {"datasets": {dataset.id: specs.facts(dataset)}}
+        return job_spec_adapter.validate_python(raw, context=context), (x, y)
 
     def _interrupted(self, reason: str | None) -> dict[str, object]:
         if reason == "cancel":

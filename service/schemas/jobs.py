@@ -78,3 +78,9 @@ class Parameters(BaseModel):
     job_id: str
     step: int
     parameters: dict[str, Any]
+
+
+class Trajectory(BaseModel):
+    job_id: str
+    steps: list[int]
+    points: list[list[float | None]]

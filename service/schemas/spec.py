@@ -8,9 +8,22 @@ a 422 that names the field and nothing is stored.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+    model_validator,
+)
 
 from service.config import get_settings
 
@@ -207,9 +220,46 @@ class InlineData(SpecModel):
         return all(isinstance(v, int) for v in self.y)
 
 
-DataSpec = Annotated[
-    LinearData | ClassificationData | DigitsData | InlineData, Field(discriminator="type")
-]
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a spec needs to know of an uploaded dataset to be checked."""
+
+    n_samples: int
+    n_features: int
+    integer_target: bool
+    target_min: float
+    target_max: float
+
+
+class DatasetData(SpecModel):
+    """An uploaded dataset (`POST /datasets`)."""
+
+    model_config = _example({"type": "dataset", "id": "3f2a9c0d1e4b5a6c"})
+
+    type: Literal["dataset"] = "dataset"
+    id: str = Field(min_length=1, max_length=64)
+    #: `auto`: class labels when every target is an integer, else values; or force either
+    targets: Literal["auto", "labels", "values"] = "auto"
+    _facts: DatasetFacts | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo) -> DatasetData:
+        # the API and the worker validate a second time with the stored datasets in the
+        # context; the first pass (FastAPI's) cannot see the database
+        known = (info.context or {}).get("datasets")
+        if known is not None:
+            if self.id not in known:
+                raise ValueError(f"data.id: there is no dataset {self.id!r}")
+            self._facts = known[self.id]
+        return self
+
+    @property
+    def facts(self) -> DatasetFacts | None:
+        return self._facts
+
+
+AnyData = LinearData | ClassificationData | DigitsData | InlineData | DatasetData
+DataSpec = Annotated[AnyData, Field(discriminator="type")]
 
 # --- optimizers (3.4) ---------------------------------------------------------------------
 
@@ -299,9 +349,55 @@ class AdamW(SpecModel):
     amsgrad: bool = False
 
 
-OptimizerSpec = Annotated[
+class ISTA(SpecModel):
+    """Proximal gradient descent: a gradient step on the smooth part, then soft-thresholding
+    by `lr * penalty.l1`. Full batch only."""
+
+    model_config = _example({"type": "ista", "lr": 0.1})
+
+    type: Literal["ista"] = "ista"
+    lr: Positive = 0.01
+
+
+class FISTA(SpecModel):
+    """ISTA with Nesterov's acceleration (Beck and Teboulle). Full batch only."""
+
+    model_config = _example({"type": "fista", "lr": 0.1})
+
+    type: Literal["fista"] = "fista"
+    lr: Positive = 0.01
+
+
+class CoordinateDescent(SpecModel):
+    """Exact minimisation along one coordinate at a time; one step is one sweep over all.
+    Linear model, mse, full batch."""
+
+    model_config = _example({"type": "coordinate_descent"})
+
+    type: Literal["coordinate_descent"] = "coordinate_descent"
+
+
+class ADMM(SpecModel):
+    """The alternating direction method of multipliers for the lasso; one step is one
+    iteration. Linear model, mse, full batch."""
+
+    model_config = _example({"type": "admm", "rho": 1.0})
+
+    type: Literal["admm"] = "admm"
+    rho: Positive = 1.0
+
+
+GradientOptimizerSpec = Annotated[
     SGD | Momentum | Adagrad | RMSprop | Adam | AdamW, Field(discriminator="type")
 ]
+OptimizerSpec = Annotated[
+    SGD | Momentum | Adagrad | RMSprop | Adam | AdamW | ISTA | FISTA | CoordinateDescent | ADMM,
+    Field(discriminator="type"),
+]
+#: optimizers that take the whole training set each step
+FULL_BATCH_ONLY = ("ista", "fista", "coordinate_descent", "admm")
+#: optimizers that solve the linear least-squares problem directly, without gradients
+SOLVERS = ("coordinate_descent", "admm")
 
 # --- schedules (3.5), stepped once per epoch -------------------------------------------------
 
@@ -385,11 +481,15 @@ class FitSpec(SpecModel):
     epochs: int = Field(20, ge=1)
     shuffle: bool = True
     validation_split: Fraction = 0.2
-    gradients: Literal["autograd"] = "autograd"
+    #: `manual`: hand-derived backpropagation, checked against autograd at the start
+    gradients: Literal["autograd", "manual"] = "autograd"
 
     @model_validator(mode="after")
     def _resolve(self) -> FitSpec:
+        if isinstance(self.data, DatasetData) and self.data.facts is None:
+            return self  # checked on the second pass, once the dataset is known
         self.loss = resolve_loss(self.model.type, self.loss, self.data)
+        _check_optimizer(self)
         n_train = self.n_train
         if n_train < 1:
             raise ValueError(
@@ -434,25 +534,174 @@ class FitSpec(SpecModel):
         return self.epochs * self.steps_per_epoch
 
 
-JobSpec = FitSpec
+def _check_optimizer(spec: FitSpec) -> None:
+    """The lasso solvers' conditions (API.md 3.4)."""
+    kind = spec.optimizer.type
+    if kind in FULL_BATCH_ONLY and spec.batch_size is not None:
+        raise ValueError(
+            f"optimizer {kind!r} takes the whole training set each step: set batch_size to "
+            f"null, not {spec.batch_size}"
+        )
+    if kind in SOLVERS:
+        if spec.model.type != "linear" or spec.loss != "mse":
+            raise ValueError(
+                f"optimizer {kind!r} solves linear least squares: it needs model 'linear' "
+                f"and loss 'mse', not model {spec.model.type!r} with loss {spec.loss!r}"
+            )
+        if spec.gradients == "manual":
+            raise ValueError(f"optimizer {kind!r} uses no gradients: drop gradients 'manual'")
 
 
-def data_rows(data: LinearData | ClassificationData | DigitsData | InlineData) -> int:
+# --- minimize jobs (3.6) ------------------------------------------------------------------
+
+
+class Quadratic(SpecModel):
+    """`f(x) = sum(scales_i * x_i^2)`, any dimension; `scales` default all 1."""
+
+    model_config = _example({"type": "quadratic", "scales": [1.0, 10.0]})
+
+    type: Literal["quadratic"] = "quadratic"
+    scales: list[float] | None = None
+
+
+class Rosenbrock(SpecModel):
+    """`(a - x)^2 + b (y - x^2)^2`, minimum 0 at (a, a^2)."""
+
+    model_config = _example({"type": "rosenbrock", "a": 1.0, "b": 100.0})
+
+    type: Literal["rosenbrock"] = "rosenbrock"
+    a: float = 1.0
+    b: float = 100.0
+
+
+class Beale(SpecModel):
+    """Beale's function, minimum 0 at (3, 0.5)."""
+
+    model_config = _example({"type": "beale"})
+
+    type: Literal["beale"] = "beale"
+
+
+class Himmelblau(SpecModel):
+    """Himmelblau's function: four minima of 0, one at (3, 2)."""
+
+    model_config = _example({"type": "himmelblau"})
+
+    type: Literal["himmelblau"] = "himmelblau"
+
+
+class Booth(SpecModel):
+    """Booth's function, minimum 0 at (1, 3)."""
+
+    model_config = _example({"type": "booth"})
+
+    type: Literal["booth"] = "booth"
+
+
+class Saddle(SpecModel):
+    """`x^2 - y^2`: a saddle at the origin, unbounded below."""
+
+    model_config = _example({"type": "saddle"})
+
+    type: Literal["saddle"] = "saddle"
+
+
+ObjectiveSpec = Annotated[
+    Quadratic | Rosenbrock | Beale | Himmelblau | Booth | Saddle, Field(discriminator="type")
+]
+
+_MINIMIZE_EXAMPLE: dict[str, Any] = {
+    "task": "minimize",
+    "objective": {"type": "quadratic"},
+    "x0": [10.0],
+    "optimizer": {"type": "momentum", "lr": 0.1, "beta": 0.9},
+    "steps": 20,
+}
+
+
+class MinimizeSpec(SpecModel):
+    """Follow an optimizer over a test function (`task: minimize`), in float64."""
+
+    model_config = _example(_MINIMIZE_EXAMPLE)
+
+    name: str | None = Field(None, max_length=200)
+    task: Literal["minimize"] = "minimize"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    objective: ObjectiveSpec
+    x0: list[float] = Field(min_length=1, max_length=10_000)
+    optimizer: GradientOptimizerSpec
+    steps: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MinimizeSpec:
+        objective = self.objective
+        if isinstance(objective, Quadratic):
+            if objective.scales is None:
+                objective.scales = [1.0] * len(self.x0)
+            elif len(objective.scales) != len(self.x0):
+                raise ValueError(
+                    f"objective.scales has {len(objective.scales)} values but x0 has {len(self.x0)}"
+                )
+        elif len(self.x0) != 2:
+            raise ValueError(
+                f"x0 has {len(self.x0)} values, but objective {objective.type!r} is 2-D"
+            )
+        limit = get_settings().max_steps
+        if self.steps > limit:
+            raise ValueError(f"steps is {self.steps}; the limit is {limit} (DESCENT_MAX_STEPS)")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps
+
+    @property
+    def epochs(self) -> int:
+        return 0
+
+
+def _task(value: Any) -> str:
+    if isinstance(value, dict):
+        task = value.get("task", "fit")
+        return task if isinstance(task, str) else "fit"
+    return str(getattr(value, "task", "fit"))
+
+
+#: a job spec: `fit` (the default) or `minimize`
+JobSpec = Annotated[
+    Annotated[FitSpec, Tag("fit")] | Annotated[MinimizeSpec, Tag("minimize")],
+    Discriminator(
+        _task,
+        custom_error_type="invalid_task",
+        custom_error_message=("task must be 'fit' or 'minimize'"),
+    ),
+]
+job_spec_adapter: TypeAdapter[FitSpec | MinimizeSpec] = TypeAdapter(JobSpec)
+
+
+def data_rows(data: AnyData) -> int:
     """How many rows a data spec produces."""
     if isinstance(data, DigitsData):
         return DIGITS_SAMPLES
     if isinstance(data, InlineData):
         return len(data.x)
+    if isinstance(data, DatasetData):
+        return data.facts.n_samples if data.facts is not None else 0
     return data.n_samples
 
 
 # --- which loss fits which model and data (3.2) ----------------------------------------------
 
 
-def label_kind(data: LinearData | ClassificationData | DigitsData | InlineData) -> str:
+def label_kind(data: AnyData) -> str:
     """`labels` (integer classes), `values` (real targets) for what the data's targets are."""
     if isinstance(data, ClassificationData | DigitsData):
         return "labels"
+    if isinstance(data, DatasetData):
+        if data.targets != "auto":
+            return data.targets
+        return "labels" if data.facts is not None and data.facts.integer_target else "values"
     if isinstance(data, InlineData) and data.integer_targets:
         return "labels"
     return "values"
@@ -476,7 +725,7 @@ def resolve_loss(model: str, loss: LossName | None, data: Any) -> LossName:
                 f"{fitting[model][0]!r}"
             )
     if chosen == "mse":
-        if kind == "labels" and not isinstance(data, InlineData):
+        if kind == "labels" and not isinstance(data, InlineData | DatasetData):
             raise ValueError(
                 f"loss 'mse' needs real-valued targets, but data {data.type!r} gives class "
                 "labels: use cross_entropy (or model softmax/logistic)"
@@ -492,7 +741,17 @@ def _check_labels(loss: str, data: Any) -> None:
         raise ValueError(
             f"loss {loss!r} needs class labels, but data 'linear' gives real-valued targets"
         )
-    if isinstance(data, InlineData):
+    if isinstance(data, DatasetData):
+        facts = data.facts
+        assert facts is not None  # checked only once the dataset is known
+        if not facts.integer_target or facts.target_min < 0:
+            raise ValueError(
+                f"loss {loss!r} needs class labels, integers from 0, but dataset {data.id}'s "
+                f"targets run from {facts.target_min:g} to {facts.target_max:g}"
+                + ("" if facts.integer_target else " and are not all integers")
+            )
+        classes = int(facts.target_max) + 1
+    elif isinstance(data, InlineData):
         for i, v in enumerate(data.y):
             if not float(v).is_integer() or v < 0:
                 raise ValueError(

@@ -167,12 +167,26 @@ def test_openapi_documents_every_variant(client: TestClient) -> None:
     variants = {
         "models": ["LinearModel", "LogisticModel", "SoftmaxModel", "MLPModel"],
         "data": ["LinearData", "ClassificationData", "DigitsData", "InlineData"],
-        "optimizers": ["SGD", "Momentum", "Adagrad", "RMSprop", "Adam", "AdamW"],
+        "optimizers": ["SGD", "Momentum", "Adagrad", "RMSprop", "Adam", "AdamW"]
+        + ["ISTA", "FISTA", "CoordinateDescent", "ADMM"],
         "schedules": ["StepSchedule", "ExponentialSchedule", "CosineSchedule"],
+        "objectives": ["Quadratic", "Rosenbrock", "Beale", "Himmelblau", "Booth", "Saddle"],
+        "tasks": ["FitSpec", "MinimizeSpec"],
     }
     for names in variants.values():
         for name in names:
             assert schemas[name]["examples"], f"{name} has no example in /docs"
     assert "examples" in schemas["FitSpec"]
     mapping = schemas["FitSpec"]["properties"]["optimizer"]["discriminator"]["mapping"]
-    assert set(mapping) == {"sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"}
+    assert set(mapping) == {
+        "sgd",
+        "momentum",
+        "adagrad",
+        "rmsprop",
+        "adam",
+        "adamw",
+        "ista",
+        "fista",
+        "coordinate_descent",
+        "admm",
+    }

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn import datasets
 
 from service.schemas.spec import (
+    AnyData,
     ClassificationData,
     DigitsData,
     FitSpec,
@@ -33,9 +34,10 @@ class Dataset:
         return int(self.x_train.shape[1])
 
 
-def load(spec: FitSpec) -> Dataset:
-    """Make or load the spec's data, then hold out `validation_split` after a seeded shuffle."""
-    x, y = make(spec.data, seed=spec.seed)
+def load(spec: FitSpec, *, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> Dataset:
+    """Make the spec's data (or take the uploaded `arrays`), then hold out `validation_split`
+    after a seeded shuffle."""
+    x, y = arrays if arrays is not None else make(spec.data, seed=spec.seed)
     labels = spec.loss in ("bce", "cross_entropy")
     if labels:
         y = y.astype(np.int64)
@@ -48,9 +50,7 @@ def load(spec: FitSpec) -> Dataset:
     return Dataset(x[train], y[train], x[val], y[val], n_classes)
 
 
-def make(
-    data: LinearData | ClassificationData | DigitsData | InlineData, *, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def make(data: AnyData, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features (float64) and targets for one data spec."""
     if isinstance(data, LinearData):
         return _linear(data, np.random.default_rng(seed))
@@ -59,6 +59,8 @@ def make(
     if isinstance(data, DigitsData):
         digits = datasets.load_digits()
         return digits.data.astype(np.float64) / 16.0, digits.target
+    if not isinstance(data, InlineData):
+        raise TypeError(f"data {data.type!r} is stored, not made: pass its arrays to load()")
     x = np.asarray(data.x, dtype=np.float64)
     y = np.asarray(data.y, dtype=np.int64 if label_kind(data) == "labels" else np.float64)
     return x, y

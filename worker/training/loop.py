@@ -7,9 +7,8 @@ them for NaN and infinity, and hands whole steps to the recorder.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.schemas.spec import FitSpec, Penalty
+from service.schemas.spec import SOLVERS, FitSpec, Penalty
 from worker.training import data as data_sources
-from worker.training import models, optimizers
+from worker.training import manual, models, optimizers
 from worker.training.errors import Diverged, Interrupted, TimedOut
-from worker.training.recorder import Chunk, Recorder
+from worker.training.pending import Pending
+from worker.training.recorder import Recorder
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: rows evaluated at once for the per-epoch metrics over a whole set
 EVAL_ROWS = 65_536
+#: models with at most this many scalar parameters get a trajectory (API.md section 4)
+TRAJECTORY_MAX_PARAMETERS = 1000
+#: rows of the training set the manual gradients are checked on
+GRADIENT_CHECK_ROWS = 4096
+#: optimizers whose proximal step applies the l1 penalty, so it stays out of the gradient
+PROXIMAL = ("ista", "fista")
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,11 @@ def train(
     *,
     device: torch.device | str = "cpu",
     options: RunOptions | None = None,
+    data: data_sources.Dataset | None = None,
 ) -> dict[str, Any]:
-    """Train the spec's model on its data; returns the job's `result`."""
-    return _Run(spec, recorder, torch.device(device), options or RunOptions()).fit()
+    """Train the spec's model on its data (made from the spec unless given); the job's result."""
+    run = _Run(spec, recorder, torch.device(device), options or RunOptions(), data)
+    return run.fit()
 
 
 def device_name(device: torch.device) -> str:
@@ -57,12 +65,17 @@ def device_name(device: torch.device) -> str:
 
 
 class Objective:
-    """The data loss plus `l1*sum|W| + l2*sum(W^2)` over the weights (not the biases)."""
+    """The data loss plus `l1*sum|W| + l2*sum(W^2)` over the weights (not the biases).
 
-    def __init__(self, loss: str, model: nn.Module, penalty: Penalty) -> None:
+    With a proximal optimizer the l1 term is left out of the gradient (the optimizer's
+    soft-thresholding applies it) but stays in the value reported.
+    """
+
+    def __init__(self, loss: str, model: nn.Module, penalty: Penalty, *, prox_l1: bool) -> None:
         self.loss = loss
         self.weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
         self.l1, self.l2 = penalty.l1, penalty.l2
+        self.prox_l1 = prox_l1
 
     def data_loss(
         self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
@@ -73,19 +86,29 @@ class Objective:
             return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction=reduction)
         return F.cross_entropy(out, y, reduction=reduction)
 
+    def l1_term(self) -> torch.Tensor | float:
+        return self.l1 * sum(w.abs().sum() for w in self.weights) if self.l1 else 0.0
+
+    def l2_term(self) -> torch.Tensor | float:
+        return self.l2 * sum(w.square().sum() for w in self.weights) if self.l2 else 0.0
+
     def penalty(self) -> torch.Tensor | float:
-        total: torch.Tensor | float = 0.0
-        if self.l1:
-            total = total + self.l1 * sum(w.abs().sum() for w in self.weights)
-        if self.l2:
-            total = total + self.l2 * sum(w.square().sum() for w in self.weights)
-        return total
+        return self.l1_term() + self.l2_term()
+
+    def backward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Backpropagate the objective (less l1 if proximal); return its full value."""
+        smooth = self.data_loss(out, y) + self.l2_term()
+        if not self.prox_l1:
+            smooth = smooth + self.l1_term()
+        smooth.backward()
+        value = smooth.detach()
+        if self.prox_l1 and self.l1:
+            with torch.no_grad():
+                value = value + self.l1_term()
+        return value
 
     def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        value = self.data_loss(out, y)
-        if self.l1 or self.l2:
-            value = value + self.penalty()
-        return value
+        return self.data_loss(out, y) + self.penalty()
 
     def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """How many predictions are right, for the classifiers."""
@@ -98,42 +121,73 @@ class Objective:
 
 class _Run:
     def __init__(
-        self, spec: FitSpec, recorder: Recorder, device: torch.device, options: RunOptions
+        self,
+        spec: FitSpec,
+        recorder: Recorder,
+        device: torch.device,
+        options: RunOptions,
+        data: data_sources.Dataset | None,
     ) -> None:
         self.spec, self.recorder, self.device, self.options = spec, recorder, device, options
         self.dtype = DTYPES[spec.dtype]
         torch.manual_seed(spec.seed)
-        data = data_sources.load(spec)
+        data = data or data_sources.load(spec)
         self.x, self.y = self._tensors(data.x_train, data.y_train)
         self.x_val, self.y_val = self._tensors(data.x_val, data.y_val)
-        n_out = (
-            data.n_classes
-            if spec.loss == "cross_entropy"
-            else (1 if spec.loss == "bce" else int(data.y_train.shape[1]))
-        )
-        self.model = models.build(spec.model, n_in=data.n_features, n_out=n_out or 1).to(
-            device=device, dtype=self.dtype
-        )
-        self.objective = Objective(spec.loss or "mse", self.model, spec.penalty)
-        self.optimizer = optimizers.build(spec.optimizer, self.model.parameters())
-        self.schedule = optimizers.build_schedule(spec.schedule, self.optimizer)
+        self.model = models.build(spec.model, n_in=data.n_features, n_out=_outputs(spec, data))
+        self.model.to(device=device, dtype=self.dtype)
+        prox = spec.optimizer.type in PROXIMAL
+        self.objective = Objective(spec.loss or "mse", self.model, spec.penalty, prox_l1=prox)
+        self.step_fn = self._step_function()
         self.shuffler = torch.Generator().manual_seed(spec.seed)
-        # losses of steps not yet flushed, and per-epoch metrics waiting with them
-        self.pending: list[torch.Tensor] = []
-        self.pending_metrics: list[tuple[int, dict[str, torch.Tensor | float]]] = []
+        self.pending = Pending(first_step=1)
         self.step = 0
-        self.epoch = 0
-        #: epochs whose metrics have gone to the recorder
-        self.recorded_epochs = 0
-        self.best = math.inf
-        self.last = math.nan
-        self.metrics: dict[str, float | None] = {}
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.tracks_path = n_params <= TRAJECTORY_MAX_PARAMETERS
 
     def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         if self.spec.loss == "cross_entropy":
             return xt, torch.as_tensor(y, dtype=torch.long, device=self.device)
         return xt, torch.as_tensor(y, dtype=self.dtype, device=self.device)
+
+    # --- one optimizer step -----------------------------------------------------------
+
+    def _step_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A function taking a batch, making one update, returning the loss before it."""
+        spec = self.spec
+        if spec.optimizer.type in SOLVERS:
+            solver = optimizers.build_solver(spec.optimizer, self.model, spec.penalty)
+
+            def solve(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    value = self.objective(self.model(xb), yb)
+                solver.step(xb, yb)
+                return value
+
+            return solve
+        optimizer = optimizers.build(spec.optimizer, self.model, spec.penalty)
+        self.schedule = optimizers.build_schedule(spec.schedule, optimizer)
+        self.optimizer = optimizer
+        by_hand = spec.gradients == "manual"
+
+        def descend(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                if by_hand:
+                    return self._manual_backward(xb, yb)
+                return self.objective.backward(self.model(xb), yb)
+
+            # torch types the closure as returning float; ours returns the loss tensor
+            return optimizer.step(closure)  # type: ignore[arg-type,return-value]
+
+        return descend
+
+    def _manual_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        o = self.objective
+        return manual.backward(
+            self.model, loss=o.loss, l1=o.l1, l2=o.l2, x=x, y=y, l1_in_gradient=not o.prox_l1
+        )
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -142,34 +196,44 @@ class _Run:
         self.deadline = started + self.options.time_limit if self.options.time_limit else None
         self.next_flush = started + self.options.flush_seconds
         self.next_save = started + self.options.parameters_seconds
-        model, optimizer, objective = self.model, self.optimizer, self.objective
-        for epoch in range(1, self.spec.epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
+        result: dict[str, Any] = {}
+        if self.spec.gradients == "manual":
+            result["gradient_check"] = self._gradient_check()
+        if self.tracks_path:
+            self.pending.points.append((0, self._flat_parameters()))
+        for _ in range(self.spec.epochs):
+            lr = self._lr()
             for xb, yb, last_batch in self._batches():
-                optimizer.zero_grad(set_to_none=True)
-                loss = objective(model(xb), yb)
-                loss.backward()
-                optimizer.step()
-                self.pending.append(loss.detach())
+                self.pending.losses.append(self.step_fn(xb, yb))
                 self.step += 1
                 # the step that ends an epoch is flushed only with its epoch metrics
                 if not last_batch and time.monotonic() >= self.next_flush:
                     self._flush()
-            self.pending_metrics.append((self.step, self._epoch_metrics(lr)))
-            if self.schedule is not None:
-                self.schedule.step()
-            self.epoch = epoch
+            self._end_epoch(lr)
             if time.monotonic() >= self.next_flush:
                 self._flush()
         self._flush(final=True)
         return {
-            "final_loss": self.last,
-            "best_loss": self.best,
+            "final_loss": self.pending.last,
+            "best_loss": self.pending.best,
             "steps": self.step,
             "duration_s": time.monotonic() - started,
             "device": device_name(self.device),
-            "metrics": self.metrics,
+            "metrics": self.pending.latest_metrics,
+            **result,
         }
+
+    def _lr(self) -> float | None:
+        optimizer = getattr(self, "optimizer", None)
+        return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
+
+    def _end_epoch(self, lr: float | None) -> None:
+        self.pending.metrics.append((self.step, self._epoch_metrics(lr)))
+        if self.tracks_path:
+            self.pending.points.append((self.step, self._flat_parameters()))
+        schedule = getattr(self, "schedule", None)
+        if schedule is not None:
+            schedule.step()
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
         n, size = len(self.x), self.spec.batch_size
@@ -184,8 +248,8 @@ class _Run:
             yield x[start : start + size], y[start : start + size], start + size >= n
 
     @torch.no_grad()
-    def _epoch_metrics(self, lr: float) -> dict[str, torch.Tensor | float]:
-        metrics: dict[str, torch.Tensor | float] = {"lr": lr}
+    def _epoch_metrics(self, lr: float | None) -> dict[str, torch.Tensor | float]:
+        metrics: dict[str, torch.Tensor | float] = {} if lr is None else {"lr": lr}
         for prefix, x, y in (("", self.x, self.y), ("val_", self.x_val, self.y_val)):
             if len(x) == 0:
                 continue
@@ -214,57 +278,61 @@ class _Run:
         assert isinstance(loss, torch.Tensor)
         return loss, correct
 
+    def _flat_parameters(self) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([v.detach().flatten() for v in self.model.state_dict().values()])
+
+    def _gradient_check(self) -> dict[str, float]:
+        o = self.objective
+        rows = slice(0, GRADIENT_CHECK_ROWS)
+        worst = manual.gradient_check(
+            self.model,
+            loss=o.loss,
+            l1=o.l1,
+            l2=o.l2,
+            x=self.x[rows],
+            y=self.y[rows],
+            l1_in_gradient=not o.prox_l1,
+        )
+        return {"max_relative_difference": worst}
+
     # --- handing points over ----------------------------------------------------------
 
     def _flush(self, *, final: bool = False) -> None:
-        """One device-to-host transfer for every pending loss, then whole steps out."""
-        first = self.step - len(self.pending) + 1
-        losses = torch.stack(self.pending).double().cpu().numpy() if self.pending else np.empty(0)
-        self.pending = []
-        bad = np.flatnonzero(~np.isfinite(losses))
-        end = first + (int(bad[0]) if len(bad) else len(losses))  # first step not to record
-        chunk = Chunk(step=end - 1, epoch=0)
-        for i, value in enumerate(losses[: end - first].tolist()):
-            chunk.add("loss", first + i, value)
-        if end > first:
-            self.last = float(losses[end - first - 1])
-            self.best = min(self.best, float(losses[: end - first].min()))
-        self._add_metrics(chunk, end)
-        chunk.epoch = self.recorded_epochs
+        """One device-to-host transfer for every pending value, then whole steps out."""
+        chunk, diverged_at = self.pending.drain()
         if final or time.monotonic() >= self.next_save:
             chunk.parameters = self._parameters()
             self.next_save = time.monotonic() + self.options.parameters_seconds
-        if len(bad):
-            self.recorder.record(chunk)
-            raise Diverged(
-                f"the loss became {losses[bad[0]]} at step {end}; "
-                "try a smaller learning rate or standardised data",
-                step=end,
-            )
         self.recorder.record(chunk)
-        self.next_flush = time.monotonic() + self.options.flush_seconds
-        if not final and self.recorder.should_stop():
-            raise Interrupted(f"stopped at step {self.step}", step=self.step)
-        if not final and self.deadline is not None and time.monotonic() > self.deadline:
-            raise TimedOut(
-                f"the job passed its time limit of {self.options.time_limit:g} s at step "
-                f"{self.step}",
-                step=self.step,
+        if diverged_at is not None:
+            raise Diverged(
+                f"the loss became non-finite at step {diverged_at}; "
+                "try a smaller learning rate or standardised data",
+                step=diverged_at,
             )
-
-    def _add_metrics(self, chunk: Chunk, end: int) -> None:
-        """Per-epoch points at the steps that end epochs, up to (not including) `end`."""
-        for step, metrics in self.pending_metrics:
-            if step >= end:
-                break
-            self.recorded_epochs += 1
-            values = {k: float(v) for k, v in metrics.items()}
-            for name, value in values.items():
-                chunk.add(name, step, value if math.isfinite(value) else None)
-            self.metrics = {
-                k: (v if math.isfinite(v) else None) for k, v in values.items() if k != "lr"
-            }
-        self.pending_metrics = [(s, m) for s, m in self.pending_metrics if s >= end]
+        self.next_flush = time.monotonic() + self.options.flush_seconds
+        if not final:
+            check_stop(self.recorder, self.deadline, self.options, self.step)
 
     def _parameters(self) -> dict[str, Any]:
         return {k: v.detach().cpu().tolist() for k, v in self.model.state_dict().items()}
+
+
+def check_stop(recorder: Recorder, deadline: float | None, options: RunOptions, step: int) -> None:
+    """Raise if the recorder asks the run to stop or the run is past its time limit."""
+    if recorder.should_stop():
+        raise Interrupted(f"stopped at step {step}", step=step)
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimedOut(
+            f"the job passed its time limit of {options.time_limit:g} s at step {step}",
+            step=step,
+        )
+
+
+def _outputs(spec: FitSpec, data: data_sources.Dataset) -> int:
+    if spec.loss == "cross_entropy":
+        return data.n_classes or 2
+    if spec.loss == "bce":
+        return 1
+    return int(data.y_train.shape[1])

@@ -31,6 +31,7 @@ class MLP(nn.Module):
         widths = [n_in, *hidden, n_out]
         self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in pairwise(widths))
         self.activation = ACTIVATIONS[activation]
+        self.activation_name = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:

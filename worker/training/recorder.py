@@ -17,6 +17,9 @@ class Chunk:
     series: dict[str, tuple[list[int], list[float | None]]] = field(default_factory=dict)
     #: the parameters at `step`, by `state_dict` name, as nested lists, when saved
     parameters: dict[str, Any] | None = None
+    #: (step, point) pairs of the run's path: `x` of a minimize job, or a small model's
+    #: parameters flattened in `state_dict` order
+    trajectory: list[tuple[int, list[float]]] = field(default_factory=list)
 
     def add(self, name: str, step: int, value: float | None) -> None:
         steps, values = self.series.setdefault(name, ([], []))
@@ -38,6 +41,7 @@ class MemoryRecorder:
     def __init__(self) -> None:
         self.series: dict[str, tuple[list[int], list[float | None]]] = {}
         self.parameters: dict[str, Any] | None = None
+        self.trajectory: list[tuple[int, list[float]]] = []
         self.chunks = 0
         self.stop = False
 
@@ -49,6 +53,7 @@ class MemoryRecorder:
             old_values.extend(values)
         if chunk.parameters is not None:
             self.parameters = chunk.parameters
+        self.trajectory.extend(chunk.trajectory)
 
     def should_stop(self) -> bool:
         return self.stop

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-from service import curves, jobs
+from service import curves, jobs, specs
 from service.api.deps import EngineDep, OwnerDep
 from service.api.responses import dumps
 from service.db.engine import reading
-from service.schemas.jobs import Curves, Job, JobPage, JobStatus, Parameters
+from service.schemas.jobs import Curves, Job, JobPage, JobStatus, Parameters, Trajectory
 from service.schemas.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -19,6 +21,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 @router.post("", status_code=201)
 def submit_job(spec: JobSpec, engine: EngineDep, owner: OwnerDep) -> Job:
     """Queue a job; the answer carries the spec with every default filled in."""
+    try:
+        spec = specs.resolve(engine, spec, owner=owner)
+    except ValidationError as exc:
+        raise RequestValidationError(specs.prefixed(exc)) from exc
     return jobs.create(
         engine,
         spec=spec.model_dump(mode="json"),
@@ -101,3 +107,15 @@ def get_parameters(job_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
     return Response(
         head + b',"parameters":' + params.encode() + b"}", media_type="application/json"
     )
+
+
+@router.get("/{job_id}/trajectory", response_model=Trajectory)
+def get_trajectory(job_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
+    """`x` at every step of a minimize job; a small model's parameters after every epoch."""
+    with reading(engine) as conn:
+        row = jobs.find(conn, job_id=job_id, owner=owner)
+        steps, points = curves.read_trajectory(conn, job_pk=row.pk)
+    head = dumps({"job_id": job_id, "steps": steps})[:-1]
+    # each point is stored as the JSON list served
+    body = head + b',"points":[' + ",".join(points).encode() + b"]}"
+    return Response(body, media_type="application/json")

@@ -1,0 +1,71 @@
+"""Values still on the device, waiting for a flush to turn them into numbers all at once."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from worker.training.recorder import Chunk
+
+
+class Pending:
+    """The losses of consecutive steps, per-epoch metrics and trajectory points not yet sent.
+
+    `drain()` makes one transfer for the losses and one for the points, and returns whole
+    steps only: the steps that have a loss. A point or a metric at a later step waits.
+    """
+
+    def __init__(self, first_step: int) -> None:
+        #: the step of `losses[0]`
+        self.first = first_step
+        self.losses: list[torch.Tensor] = []
+        self.metrics: list[tuple[int, dict[str, torch.Tensor | float]]] = []
+        self.points: list[tuple[int, torch.Tensor]] = []
+        self.last = math.nan
+        self.best = math.inf
+        #: per-epoch metrics sent so far, and the latest of them
+        self.epochs_sent = 0
+        self.latest_metrics: dict[str, float | None] = {}
+
+    def drain(self) -> tuple[Chunk, int | None]:
+        """The chunk of whole steps, and the step whose loss was not finite, if one was."""
+        losses = torch.stack(self.losses).double().cpu().numpy() if self.losses else np.empty(0)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        good = int(bad[0]) if len(bad) else len(losses)
+        end = self.first + good  # the first step not to record
+        chunk = Chunk(step=end - 1, epoch=0)
+        for i, value in enumerate(losses[:good].tolist()):
+            chunk.add("loss", self.first + i, value)
+        if good:
+            self.last = float(losses[good - 1])
+            self.best = min(self.best, float(losses[:good].min()))
+        self._drain_metrics(chunk, end)
+        self._drain_points(chunk, end)
+        chunk.epoch = self.epochs_sent
+        self.first += len(losses)
+        self.losses = []
+        return chunk, (end if len(bad) else None)
+
+    def _drain_metrics(self, chunk: Chunk, end: int) -> None:
+        ready = [(step, m) for step, m in self.metrics if step < end]
+        self.metrics = [
+            (step, m) for step, m in self.metrics if step >= self.first + len(self.losses)
+        ]
+        for step, metrics in ready:
+            values = {name: float(value) for name, value in metrics.items()}
+            finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+            for name, value in finite.items():
+                chunk.add(name, step, value)
+            self.epochs_sent += 1
+            self.latest_metrics = {k: v for k, v in finite.items() if k != "lr"}
+
+    def _drain_points(self, chunk: Chunk, end: int) -> None:
+        ready = [(step, p) for step, p in self.points if step < end]
+        self.points = [
+            (step, p) for step, p in self.points if step >= self.first + len(self.losses)
+        ]
+        if ready:
+            rows = torch.stack([p for _, p in ready]).double().cpu().tolist()
+            chunk.trajectory.extend(zip([step for step, _ in ready], rows, strict=True))

@@ -166,3 +166,13 @@ def test_job_row_status_values_match_the_enum(engine: Engine) -> None:
     _queue(engine)
     with reading(engine) as conn:
         assert conn.execute(select(JobRow.status)).scalar() == "queued"
+
+
+def test_migrations_build_exactly_the_models(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from service.db.models import Base
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

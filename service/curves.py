@@ -12,7 +12,13 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from service import jobs
 from service.db.engine import writing
-from service.db.models import CurvePointRow, CurveSeriesRow, ParametersRow, TrajectoryRow
+from service.db.models import (
+    CheckpointRow,
+    CurvePointRow,
+    CurveSeriesRow,
+    ParametersRow,
+    TrajectoryRow,
+)
 
 
 class ChunkLike(Protocol):
@@ -22,6 +28,7 @@ class ChunkLike(Protocol):
     epoch: int
     series: dict[str, tuple[list[int], list[float | None]]]
     trajectory: list[tuple[int, list[float]]]
+    checkpoint: bytes | None
 
 
 def record(
@@ -63,6 +70,8 @@ def record(
             )
         if parameters_json is not None:
             _save_parameters(conn, job_pk, chunk.step, parameters_json)
+        if chunk.checkpoint is not None:
+            _save_checkpoint(conn, job_pk, chunk.step, chunk.epoch, chunk.checkpoint)
     return True
 
 
@@ -86,6 +95,15 @@ def _save_parameters(conn: Connection, job_pk: int, step: int, parameters_json: 
     )
     if updated.rowcount == 0:
         conn.execute(insert(ParametersRow).values(job_pk=job_pk, **values))
+
+
+def _save_checkpoint(conn: Connection, job_pk: int, step: int, epoch: int, state: bytes) -> None:
+    values = {"step": step, "epoch": epoch, "state": state}
+    updated = conn.execute(
+        update(CheckpointRow).where(CheckpointRow.job_pk == job_pk).values(**values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(insert(CheckpointRow).values(job_pk=job_pk, **values))
 
 
 def read(

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
+from service.api.metrics_middleware import instrument
 from service.api.responses import SafeJSONResponse, validation_error
 from service.config import Settings, configure
 from service.db.engine import make_engine
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         app.add_exception_handler(exc_type, _error_handler(status))
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    instrument(app)  # outermost: times the whole request
     return app
 
 

@@ -149,3 +149,20 @@ class DatasetRow(Base):
     target_max: Mapped[float] = mapped_column(Float)
     #: numpy's compressed .npz of `x` (float64, rows x features) and `y` (float64)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CheckpointRow(Base):
+    """The latest checkpoint of a job: everything a worker needs to resume it at `step`.
+
+    Written in the same transaction as the curve points up to `step`, so the points and the
+    checkpoint always agree.
+    """
+
+    __tablename__ = "checkpoints"
+
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True)
+    #: the last step recorded when the checkpoint was taken, and the epochs finished by then
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    #: `torch.save` of a plain dict: model, optimizer, schedule, RNG states, position
+    state: Mapped[bytes] = mapped_column(LargeBinary)

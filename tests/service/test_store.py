@@ -1,11 +1,13 @@
-"""The data layer: claims, fenced writes, requeues, thinning, migrations started at once."""
+"""The data layer: claims, fenced writes, requeues, thinning, migrations started at once.
+
+What both backends do is tested on both (`@both_backends`); SQLite's own settings on SQLite.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, inspect, select, update
@@ -14,6 +16,7 @@ from service import curves, jobs
 from service.db.engine import make_engine, reading
 from service.db.models import JobRow
 from service.schemas.jobs import JobStatus
+from tests.conftest import both_backends
 from worker.training.recorder import Chunk
 
 
@@ -28,6 +31,7 @@ def _claim(engine: Engine, worker: str) -> jobs.Claimed | None:
     return jobs.claim_next(engine, worker_id=worker, lease_seconds=30, has_gpu=False)
 
 
+@both_backends
 def test_claims_oldest_first_and_once(engine: Engine) -> None:
     ids = _queue(engine, 3)
     claimed = [_claim(engine, "w") for _ in range(4)]
@@ -35,6 +39,7 @@ def test_claims_oldest_first_and_once(engine: Engine) -> None:
     assert all(c.attempts == 1 for c in claimed if c)
 
 
+@both_backends
 def test_concurrent_claims_never_share_a_job(engine: Engine, db_url: str) -> None:
     ids = _queue(engine, 40)
     got: list[str] = []
@@ -55,6 +60,7 @@ def test_concurrent_claims_never_share_a_job(engine: Engine, db_url: str) -> Non
     assert sorted(got) == sorted(ids)
 
 
+@both_backends
 def test_writes_are_fenced_by_the_holding_worker(engine: Engine) -> None:
     (job_id,) = _queue(engine)
     claimed = _claim(engine, "w1")
@@ -75,6 +81,7 @@ def test_writes_are_fenced_by_the_holding_worker(engine: Engine) -> None:
     assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w1") == "lost"
 
 
+@both_backends
 def test_cancel_flag_reaches_the_worker(engine: Engine) -> None:
     (job_id,) = _queue(engine)
     claimed = _claim(engine, "w")
@@ -84,6 +91,7 @@ def test_cancel_flag_reaches_the_worker(engine: Engine) -> None:
     assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
 
 
+@both_backends
 def test_expired_lease_requeues_and_drops_points(engine: Engine) -> None:
     (job_id,) = _queue(engine)
     claimed = _claim(engine, "dead")
@@ -103,24 +111,26 @@ def test_expired_lease_requeues_and_drops_points(engine: Engine) -> None:
         assert curves.read(conn, job_pk=again.pk, names=None, after=None) == {}
 
 
-def test_migrations_started_at_once_do_not_race(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+@both_backends
+def test_migrations_started_at_once_do_not_race(db_url: str, backend: str) -> None:
     code = (
         "from service.db.engine import make_engine; from service.db.migrate import migrate; "
-        f"migrate(make_engine({url!r}))"
+        f"migrate(make_engine({db_url!r}))"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)
     ]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
-    engine = make_engine(url)
+    engine = make_engine(db_url)
     assert {"jobs", "curve_series", "curve_points", "job_parameters"} <= set(
         inspect(engine).get_table_names()
     )
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        if backend == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
 
 
 def test_curve_reads_use_the_primary_key(engine: Engine) -> None:
@@ -162,12 +172,14 @@ def test_thin_leaves_short_series_alone_and_handles_nulls() -> None:
     assert len(kept_steps) <= 10 and 2.0 in kept_values
 
 
+@both_backends
 def test_job_row_status_values_match_the_enum(engine: Engine) -> None:
     _queue(engine)
     with reading(engine) as conn:
         assert conn.execute(select(JobRow.status)).scalar() == "queued"
 
 
+@both_backends
 def test_migrations_build_exactly_the_models(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

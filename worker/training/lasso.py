@@ -108,7 +108,16 @@ class ADMM:
         self._u += w - self._z
         self.model.weight[0].copy_(self._z)
         if self.model.bias is not None:
-            self.model.bias.fill_((y_mean - self._x_mean @ self._z).item())
+            # copied on the device: no host sync per iteration
+            self.model.bias.copy_((y_mean - self._x_mean @ self._z).reshape(1))
+
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The iterates a resumed run needs; the factor is recomputed from the data."""
+        return {"z": self._z, "u": self._u}
+
+    def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
+        self._z = state["z"]
+        self._u = state["u"] if state["u"] is not None else torch.empty(0)
 
     def _factorise(self, x: Tensor) -> None:
         n, f = x.shape

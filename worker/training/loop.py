@@ -7,6 +7,7 @@ them for NaN and infinity, and hands whole steps to the recorder.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class RunOptions:
     parameters_seconds: float = 2.0
     #: wall-clock seconds the run may take, or None
     time_limit: float | None = None
+    #: seconds between checkpoints (taken at a flush, so always at a whole step)
+    checkpoint_seconds: float = 5.0
 
 
 def train(
@@ -52,10 +55,28 @@ def train(
     device: torch.device | str = "cpu",
     options: RunOptions | None = None,
     data: data_sources.Dataset | None = None,
+    resume: bytes | None = None,
 ) -> dict[str, Any]:
-    """Train the spec's model on its data (made from the spec unless given); the job's result."""
+    """Train the spec's model on its data (made from the spec unless given); the job's result.
+
+    With `resume`, a checkpoint an earlier run recorded, it carries on right after that
+    checkpoint's step and ends as the uninterrupted run would have.
+    """
     run = _Run(spec, recorder, torch.device(device), options or RunOptions(), data)
+    if resume is not None:
+        run.restore(load_checkpoint(resume, run.device))
     return run.fit()
+
+
+def save_checkpoint(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(raw: bytes, device: torch.device) -> dict[str, Any]:
+    # weights_only: a checkpoint is tensors and plain values, never arbitrary objects
+    return torch.load(io.BytesIO(raw), map_location=device, weights_only=True)  # type: ignore[no-any-return]
 
 
 def device_name(device: torch.device) -> str:
@@ -138,10 +159,20 @@ class _Run:
         self.model.to(device=device, dtype=self.dtype)
         prox = spec.optimizer.type in PROXIMAL
         self.objective = Objective(spec.loss or "mse", self.model, spec.penalty, prox_l1=prox)
+        # one of: an optimizer (and maybe a schedule), or an exact solver
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.solver: optimizers.Solver | None = None
         self.step_fn = self._step_function()
         self.shuffler = torch.Generator().manual_seed(spec.seed)
         self.pending = Pending(first_step=1)
         self.step = 0
+        #: (epochs done, batches done in the current epoch), and the shuffler's state when
+        #: the current epoch drew its order: what a resumed run needs to take the same batches
+        self.position = (0, 0)
+        self.epoch_rng = self.shuffler.get_state()
+        self.elapsed_before = 0.0
+        self.extra: dict[str, Any] = {}
         n_params = sum(p.numel() for p in self.model.parameters())
         self.tracks_path = n_params <= TRAJECTORY_MAX_PARAMETERS
 
@@ -158,6 +189,7 @@ class _Run:
         spec = self.spec
         if spec.optimizer.type in SOLVERS:
             solver = optimizers.build_solver(spec.optimizer, self.model, spec.penalty)
+            self.solver = solver
 
             def solve(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
                 with torch.no_grad():
@@ -192,24 +224,34 @@ class _Run:
     # --- the loop ---------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        started = time.monotonic()
-        self.deadline = started + self.options.time_limit if self.options.time_limit else None
+        self.started = started = time.monotonic()
+        limit = self.options.time_limit
+        self.deadline = started + limit - self.elapsed_before if limit else None
         self.next_flush = started + self.options.flush_seconds
         self.next_save = started + self.options.parameters_seconds
-        result: dict[str, Any] = {}
-        if self.spec.gradients == "manual":
-            result["gradient_check"] = self._gradient_check()
-        if self.tracks_path:
-            self.pending.points.append((0, self._flat_parameters()))
-        for _ in range(self.spec.epochs):
+        self.next_checkpoint = started + self.options.checkpoint_seconds
+        if self.step == 0:
+            if self.spec.gradients == "manual":
+                self.extra["gradient_check"] = self._gradient_check()
+            if self.tracks_path:
+                self.pending.points.append((0, self._flat_parameters()))
+        first_epoch, skip = self.position
+        for epoch in range(first_epoch, self.spec.epochs):
             lr = self._lr()
-            for xb, yb, last_batch in self._batches():
+            self.shuffler.set_state(self.epoch_rng)
+            for batch, (xb, yb, last_batch) in enumerate(self._batches()):
+                if batch < skip:  # resuming mid-epoch: these batches were trained already
+                    continue
                 self.pending.losses.append(self.step_fn(xb, yb))
                 self.step += 1
+                self.position = (epoch, batch + 1)
                 # the step that ends an epoch is flushed only with its epoch metrics
                 if not last_batch and time.monotonic() >= self.next_flush:
                     self._flush()
+            skip = 0
             self._end_epoch(lr)
+            self.position = (epoch + 1, 0)
+            self.epoch_rng = self.shuffler.get_state()
             if time.monotonic() >= self.next_flush:
                 self._flush()
         self._flush(final=True)
@@ -217,23 +259,65 @@ class _Run:
             "final_loss": self.pending.last,
             "best_loss": self.pending.best,
             "steps": self.step,
-            "duration_s": time.monotonic() - started,
+            "duration_s": self._elapsed(),
             "device": device_name(self.device),
             "metrics": self.pending.latest_metrics,
-            **result,
+            **self.extra,
         }
 
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    # --- checkpoints ------------------------------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """Everything needed to carry on after `self.step`, as bytes to store."""
+        optimizer, schedule = self.optimizer, self.schedule
+        solver_state = getattr(self.solver, "state_dict", None)
+        return save_checkpoint(
+            {
+                "step": self.step,
+                "position": self.position,
+                "shuffler": self.epoch_rng,
+                "torch_rng": torch.get_rng_state(),
+                "model": self.model.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "schedule": schedule.state_dict() if schedule is not None else None,
+                "solver": solver_state() if solver_state is not None else None,
+                "pending": self.pending.snapshot(),
+                "extra": self.extra,
+                "elapsed": self._elapsed(),
+            }
+        )
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if state["solver"] is not None:
+            self.solver.load_state_dict(state["solver"])  # type: ignore[union-attr]
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch_rng = state["shuffler"]
+        self.position = tuple(state["position"])  # type: ignore[assignment]
+        self.step = state["step"]
+        self.pending = Pending(first_step=self.step + 1)
+        self.pending.restore(state["pending"])
+        self.extra = state["extra"]
+        self.elapsed_before = state["elapsed"]
+
     def _lr(self) -> float | None:
-        optimizer = getattr(self, "optimizer", None)
-        return float(optimizer.param_groups[0]["lr"]) if optimizer is not None else None
+        if self.optimizer is None:
+            return None
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _end_epoch(self, lr: float | None) -> None:
         self.pending.metrics.append((self.step, self._epoch_metrics(lr)))
         if self.tracks_path:
             self.pending.points.append((self.step, self._flat_parameters()))
-        schedule = getattr(self, "schedule", None)
-        if schedule is not None:
-            schedule.step()
+        if self.schedule is not None:
+            self.schedule.step()
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
         n, size = len(self.x), self.spec.batch_size
@@ -301,9 +385,15 @@ class _Run:
     def _flush(self, *, final: bool = False) -> None:
         """One device-to-host transfer for every pending value, then whole steps out."""
         chunk, diverged_at = self.pending.drain()
-        if final or time.monotonic() >= self.next_save:
+        now = time.monotonic()
+        if final or now >= self.next_save:
             chunk.parameters = self._parameters()
-            self.next_save = time.monotonic() + self.options.parameters_seconds
+            self.next_save = now + self.options.parameters_seconds
+        # asked to stop: checkpoint now, so whoever takes the job next loses nothing
+        stopping = not final and self.recorder.should_stop()
+        if diverged_at is None and not final and (stopping or now >= self.next_checkpoint):
+            chunk.checkpoint = self.checkpoint()
+            self.next_checkpoint = now + self.options.checkpoint_seconds
         self.recorder.record(chunk)
         if diverged_at is not None:
             raise Diverged(

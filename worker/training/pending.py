@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,20 @@ class Pending:
         #: per-epoch metrics sent so far, and the latest of them
         self.epochs_sent = 0
         self.latest_metrics: dict[str, float | None] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the values already sent."""
+        return {
+            "last": self.last,
+            "best": self.best,
+            "epochs_sent": self.epochs_sent,
+            "latest_metrics": self.latest_metrics,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.last, self.best = snapshot["last"], snapshot["best"]
+        self.epochs_sent = snapshot["epochs_sent"]
+        self.latest_metrics = snapshot["latest_metrics"]
 
     def drain(self) -> tuple[Chunk, int | None]:
         """The chunk of whole steps, and the step whose loss was not finite, if one was."""

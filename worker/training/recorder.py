@@ -20,6 +20,8 @@ class Chunk:
     #: (step, point) pairs of the run's path: `x` of a minimize job, or a small model's
     #: parameters flattened in `state_dict` order
     trajectory: list[tuple[int, list[float]]] = field(default_factory=list)
+    #: `torch.save`d state to resume the run right after `step`, when one was taken
+    checkpoint: bytes | None = None
 
     def add(self, name: str, step: int, value: float | None) -> None:
         steps, values = self.series.setdefault(name, ([], []))
@@ -42,6 +44,7 @@ class MemoryRecorder:
         self.series: dict[str, tuple[list[int], list[float | None]]] = {}
         self.parameters: dict[str, Any] | None = None
         self.trajectory: list[tuple[int, list[float]]] = []
+        self.checkpoints: list[tuple[int, bytes]] = []
         self.chunks = 0
         self.stop = False
 
@@ -54,6 +57,8 @@ class MemoryRecorder:
         if chunk.parameters is not None:
             self.parameters = chunk.parameters
         self.trajectory.extend(chunk.trajectory)
+        if chunk.checkpoint is not None:
+            self.checkpoints.append((chunk.step, chunk.checkpoint))
 
     def should_stop(self) -> bool:
         return self.stop

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from service import client_cli
 from service.config import DEFAULT_DATABASE_URL, Settings, configure
 
 log = logging.getLogger("descent")
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--database-url", help=db_help)
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     worker.set_defaults(func=cmd_worker)
+    client_cli.add_commands(commands)  # submit, jobs, show, curves, cancel, sweep
     return parser
 
 

@@ -24,10 +24,14 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=0.25, gt=0)
     #: seconds an idle worker waits between looks at the queue
     poll_seconds: float = Field(default=0.01, gt=0)
+    #: seconds an idle worker on PostgreSQL waits for a notification before it looks anyway
+    notify_fallback_seconds: float = Field(default=1.0, gt=0)
     #: seconds between writes of curve points while a job runs
     flush_seconds: float = Field(default=0.2, gt=0)
     #: seconds between saves of a running job's parameters
     parameters_seconds: float = Field(default=2.0, gt=0)
+    #: seconds between checkpoints of a running job (what a worker's death can cost)
+    checkpoint_seconds: float = Field(default=5.0, ge=0)
 
     max_steps: int = Field(default=10_000_000, ge=1)
     max_rows: int = Field(default=1_000_000, ge=1)

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, se
 
 from service.db.engine import reading, writing
 from service.db.models import (
+    CheckpointRow,
     CurvePointRow,
     CurveSeriesRow,
     JobRow,
@@ -25,6 +26,7 @@ from service.db.models import (
 )
 from service.errors import BadRequest, Conflict, NotFound
 from service.schemas.jobs import Job, JobError, JobStatus, Progress
+from service.wakeup import notify_new_job
 
 #: largest page `GET /jobs` answers
 MAX_PAGE = 500
@@ -42,6 +44,8 @@ class Claimed:
     id: str
     spec: dict[str, Any]
     attempts: int
+    #: the `torch.save`d state to resume from, when an earlier worker left one
+    checkpoint: bytes | None = None
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -140,6 +144,7 @@ def create(
     }
     with writing(engine) as conn:
         conn.execute(insert(JobRow).values(**values))
+        notify_new_job(conn)
         return to_public(find(conn, job_id=values["id"], owner=owner))
 
 
@@ -178,6 +183,7 @@ def _delete_data(conn: Connection, job_pk: int) -> None:
     conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk == job_pk))
     conn.execute(delete(ParametersRow).where(ParametersRow.job_pk == job_pk))
     conn.execute(delete(TrajectoryRow).where(TrajectoryRow.job_pk == job_pk))
+    conn.execute(delete(CheckpointRow).where(CheckpointRow.job_pk == job_pk))
 
 
 # --- the worker's transitions ------------------------------------------------------------
@@ -227,7 +233,10 @@ def claim_next(
         row = conn.execute(
             select(JobRow.id, JobRow.spec, JobRow.attempts).where(JobRow.pk == pk)
         ).one()
-    return Claimed(pk=pk, id=row.id, spec=row.spec, attempts=row.attempts)
+        checkpoint = conn.execute(
+            select(CheckpointRow.state).where(CheckpointRow.job_pk == pk)
+        ).scalar()
+    return Claimed(pk=pk, id=row.id, spec=row.spec, attempts=row.attempts, checkpoint=checkpoint)
 
 
 def _held(job_pk: int, worker_id: str) -> Any:
@@ -297,11 +306,13 @@ def finish(
 
 
 def release(engine: Engine, *, job_pk: int, worker_id: str) -> bool:
-    """Hand a running job back to the queue (its worker is stopping); it starts over."""
+    """Hand a running job back to the queue (its worker is stopping); it resumes from its
+    latest checkpoint."""
     with writing(engine) as conn:
         done = conn.execute(update(JobRow).where(_held(job_pk, worker_id)).values(**_requeued()))
         if done.rowcount == 1:
-            _delete_data(conn, job_pk)
+            notify_new_job(conn)
+            _rewind(conn, job_pk)
     return done.rowcount == 1
 
 
@@ -319,15 +330,32 @@ def requeue_expired(engine: Engine) -> int:
                     error={"type": "cancelled", "message": "cancelled; its worker had died"},
                 )
             conn.execute(update(JobRow).where(JobRow.pk == pk).values(**values))
-            _delete_data(conn, pk)
+            notify_new_job(conn)  # PostgreSQL sends one per transaction
+            if not cancel_requested:
+                _rewind(conn, pk)
     return len(rows)
 
 
+def _rewind(conn: Connection, job_pk: int) -> None:
+    """Back to the latest checkpoint: what was recorded after it is dropped, since the next
+    worker records those steps again; with no checkpoint, back to the start."""
+    saved = conn.execute(
+        select(CheckpointRow.step, CheckpointRow.epoch).where(CheckpointRow.job_pk == job_pk)
+    ).first()
+    step, epoch = saved if saved is not None else (0, 0)
+    if saved is None:
+        _delete_data(conn, job_pk)
+    series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk == job_pk)
+    conn.execute(
+        delete(CurvePointRow).where(
+            CurvePointRow.series_id.in_(series) & (CurvePointRow.step > step)
+        )
+    )
+    conn.execute(
+        delete(TrajectoryRow).where((TrajectoryRow.job_pk == job_pk) & (TrajectoryRow.step > step))
+    )
+    conn.execute(update(JobRow).where(JobRow.pk == job_pk).values(step=step, epoch=epoch))
+
+
 def _requeued() -> dict[str, Any]:
-    return {
-        "status": JobStatus.queued.value,
-        "worker_id": None,
-        "lease_expires_at": None,
-        "step": 0,
-        "epoch": 0,
-    }
+    return {"status": JobStatus.queued.value, "worker_id": None, "lease_expires_at": None}

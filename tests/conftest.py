@@ -1,34 +1,111 @@
-"""Fixtures: a fresh SQLite file per test, an app over it, and real `descent` processes."""
+"""Fixtures: a fresh database per test, an app over it, and real `descent` processes.
+
+The database is a SQLite file unless a test names the backend: `@both_backends` runs it on
+SQLite and on a fresh PostgreSQL database of the server at `DESCENT_TEST_POSTGRES`. Where no
+server answers, the PostgreSQL half fails under CI (`CI=true`) and is skipped, loudly, elsewhere.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
 
 from service.config import Settings, configure
 from service.db.engine import make_engine
 from service.db.migrate import migrate
+from service.db.models import JobRow
 from service.main import create_app
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
+#: the server PostgreSQL tests create their databases on, and a database to connect to there
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DESCENT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+#: runs a test that uses `db_url` (or `start_service`) once on each backend
+both_backends = pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+
+_postgres_down: str | None = None  # why the server did not answer, once it did not
+
+
+def _admin() -> psycopg.Connection:
+    """A connection to the PostgreSQL server; fails under CI, else skips, when none answers."""
+    global _postgres_down
+    if _postgres_down is None:
+        try:
+            return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            where = make_url(POSTGRES_ADMIN_URL)
+            _postgres_down = (
+                f"PostgreSQL at {where.host}:{where.port or 5432} did not answer: {exc}"
+            )
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{_postgres_down} (CI=true, where the PostgreSQL tests must run)")
+    pytest.skip(_postgres_down)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped (connections and all) afterwards."""
+    name = f"descent_t_{secrets.token_hex(6)}"
+    with _admin() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with _admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_down is not None:
+        terminalreporter.write_line(
+            f"PostgreSQL tests SKIPPED: {_postgres_down}", yellow=True, bold=True
+        )
+
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'descent.db'}"
+def backend() -> str:
+    """`sqlite` unless the test is parametrized (`@both_backends`)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'descent.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def read_jobs(db_url: str) -> dict[str, Any]:
+    """The jobs table as {id: row}, read with SQLAlchemy on either backend."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(JobRow.id, JobRow.status, JobRow.attempts)).all()
+    finally:
+        engine.dispose()
+    return {row.id: row for row in rows}
 
 
 @pytest.fixture
@@ -148,13 +225,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Any]:
-    """Call with `workers=N` to start `descent up` on a free port over a fresh SQLite file."""
+def start_service(tmp_path: Path, backend: str) -> Iterator[Any]:
+    """Call with `workers=N` to start `descent up` on a free port over a fresh database."""
     started: list[Service] = []
+    databases = ExitStack()
 
     def start(workers: int = 1, env: dict[str, str] | None = None) -> Service:
         port = free_port()
-        db_url = f"sqlite:///{tmp_path / f'up-{port}.db'}"
+        if backend == "sqlite":
+            db_url = f"sqlite:///{tmp_path / f'up-{port}.db'}"
+        else:
+            db_url = databases.enter_context(postgres_database())
         log = tmp_path / f"up-{port}.log"
         proc = start_process(
             ["up", "--port", str(port), "--workers", str(workers), "--database-url", db_url],
@@ -167,7 +248,8 @@ def start_service(tmp_path: Path) -> Iterator[Any]:
         started.append(service)
         return service
 
-    yield start
-    for service in started:
-        service.http.close()
-        stop_process(service.proc)
+    with databases:  # dropped once the processes using them have stopped
+        yield start
+        for service in started:
+            service.http.close()
+            stop_process(service.proc)

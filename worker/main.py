@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from service import datasets, jobs, specs
 from service.config import Settings
@@ -22,6 +23,7 @@ from service.db.migrate import migrate
 from service.errors import NotFound
 from service.schemas.jobs import JobStatus
 from service.schemas.spec import DatasetData, FitSpec, MinimizeSpec, job_spec_adapter
+from service.wakeup import Waiter
 from worker.recorder import DatabaseRecorder
 from worker.training.data import load as load_data
 from worker.training.errors import Diverged, Interrupted, InvalidJob, TimedOut
@@ -30,8 +32,10 @@ from worker.training.minimize import minimize
 
 log = logging.getLogger(__name__)
 
-#: seconds between an idle worker's sweeps for jobs whose worker died
+#: the longest an idle worker waits between sweeps for jobs whose worker died
 REQUEUE_EVERY_SECONDS = 5.0
+#: seconds a worker waits after the database failed before it tries again
+DB_RETRY_SECONDS = 1.0
 
 
 class Worker:
@@ -44,6 +48,11 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.engine: Engine = make_engine(settings.database_url)
         self.stop = threading.Event()
+        self.waiter = Waiter(
+            settings.database_url,
+            poll_seconds=settings.poll_seconds,
+            fallback_seconds=settings.notify_fallback_seconds,
+        )
 
     def run(self) -> None:
         migrate(self.engine)
@@ -51,12 +60,22 @@ class Worker:
         log.info("worker %s ready (device %s)", self.id, self.device)
         next_requeue = 0.0
         while not self.stop.is_set():
-            if time.monotonic() >= next_requeue:
-                if requeued := jobs.requeue_expired(self.engine):
-                    log.warning("requeued %d job(s) whose worker stopped answering", requeued)
-                next_requeue = time.monotonic() + REQUEUE_EVERY_SECONDS
-            if not self.run_one():
-                self.stop.wait(self.settings.poll_seconds)
+            try:
+                if time.monotonic() >= next_requeue:
+                    if requeued := jobs.requeue_expired(self.engine):
+                        log.warning("requeued %d job(s) whose worker stopped answering", requeued)
+                    # a third of a lease: a dead worker's job waits at most ~1.3 leases
+                    every = min(REQUEUE_EVERY_SECONDS, self.settings.lease_seconds / 3)
+                    next_requeue = time.monotonic() + every
+                idle = not self.run_one()
+            except DBAPIError as exc:  # a dropped connection, a database restarting
+                first = str(exc).splitlines()[0]
+                log.warning("database error (%s); trying again in %ss", first, DB_RETRY_SECONDS)
+                self.stop.wait(DB_RETRY_SECONDS)
+                continue
+            if idle:
+                self.waiter.wait(self.stop)
+        self.waiter.close()
         self.engine.dispose()
         log.info("worker %s stopped", self.id)
 
@@ -94,13 +113,19 @@ class Worker:
                 flush_seconds=self.settings.flush_seconds,
                 parameters_seconds=self.settings.parameters_seconds,
                 time_limit=self.settings.max_job_seconds,
+                checkpoint_seconds=self.settings.checkpoint_seconds,
             )
+            resume = claimed.checkpoint
+            if resume is not None:
+                log.info("job %s resumes from its checkpoint", claimed.id)
             with recorder:
                 if isinstance(spec, MinimizeSpec):
-                    result = minimize(spec, recorder, device=device, options=options)
+                    result = minimize(spec, recorder, device=device, options=options, resume=resume)
                 else:
                     data = load_data(spec, arrays=arrays) if arrays is not None else None
-                    result = train(spec, recorder, device=device, options=options, data=data)
+                    result = train(
+                        spec, recorder, device=device, options=options, data=data, resume=resume
+                    )
             end = {"status": JobStatus.succeeded, "result": result}
         except Interrupted:
             end = self._interrupted(recorder.reason)

@@ -14,6 +14,7 @@ import time
 
 import orjson
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from service import curves, jobs
 from worker.training.recorder import Chunk
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: chunks the writer may fall behind by before the loop waits for it (bounds memory)
 MAX_QUEUED_CHUNKS = 64
+#: tries at writing a chunk whose connection the database dropped (a restart, a failover)
+WRITE_ATTEMPTS = 5
+#: seconds before the second try at a chunk; a third waits twice that, and so on
+RETRY_SECONDS = 0.5
 
 
 class DatabaseRecorder:
@@ -81,21 +86,37 @@ class DatabaseRecorder:
             if self.reason == "lost" or self.error is not None:
                 continue  # the job is gone or broken: drain without writing
             try:
-                params = chunk.parameters
-                held = curves.record(
-                    self.engine,
-                    job_pk=self.job_pk,
-                    worker_id=self.worker_id,
-                    chunk=chunk,
-                    ids=self._series_ids,
-                    parameters_json=orjson.dumps(params).decode() if params is not None else None,
-                )
+                held = self._record(chunk)
             except Exception as exc:  # noqa: BLE001 - reported by close() in the job's thread
                 log.exception("job %s: writing a chunk failed", self.job_pk)
                 self.error = exc
                 continue
             if not held:
                 self.reason = "lost"
+
+    def _record(self, chunk: Chunk) -> bool:
+        """Write one chunk; one the database dropped the connection of is written again."""
+        params = chunk.parameters
+        parameters_json = orjson.dumps(params).decode() if params is not None else None
+        attempt = 1
+        while True:
+            known = dict(self._series_ids)  # not the ids of series a failed try created
+            try:
+                return curves.record(
+                    self.engine,
+                    job_pk=self.job_pk,
+                    worker_id=self.worker_id,
+                    chunk=chunk,
+                    ids=self._series_ids,
+                    parameters_json=parameters_json,
+                )
+            except DBAPIError as exc:
+                self._series_ids = known
+                if not exc.connection_invalidated or attempt >= WRITE_ATTEMPTS:
+                    raise
+            log.warning("job %s: the database connection dropped; writing again", self.job_pk)
+            time.sleep(RETRY_SECONDS * attempt)
+            attempt += 1
 
     def _watch_loop(self) -> None:
         renew_every = self.lease_seconds / 3

@@ -1,10 +1,13 @@
-"""`descent up`, `descent api` and `descent worker` as real processes, driven over HTTP."""
+"""`descent up`, `descent api` and `descent worker` as real processes, driven over HTTP.
+
+The tests of what the database does (claims, cancels, hand-backs) run on SQLite and on
+PostgreSQL; tests/e2e/test_postgres.py has PostgreSQL's own.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,11 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conftest import (
     Service,
+    both_backends,
     fit_spec,
     free_port,
+    read_jobs,
     start_process,
     stop_process,
     wait_healthy,
@@ -36,11 +42,14 @@ LONG = {
 }
 
 
-def _pids_with(text: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True).stdout
+def _pids_with(database: str) -> list[int]:
+    """Descent's processes on `database` (PostgreSQL's own show its name too: left out)."""
+    pattern = f"service.cli .*{database}"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return [int(p) for p in out.split() if int(p) != os.getpid()]
 
 
+@both_backends
 def test_job_goes_queued_running_succeeded(start_service: Any) -> None:
     service: Service = start_service(workers=1)
     job = service.submit({**LONG, "epochs": 2, "name": "watch me"})
@@ -58,21 +67,22 @@ def test_job_goes_queued_running_succeeded(start_service: Any) -> None:
     assert loss["series"]["loss"]["steps"] == list(range(1, 2 * 1438 + 1))
 
 
+@both_backends
 def test_two_workers_never_run_the_same_job(start_service: Any) -> None:
     service: Service = start_service(workers=2)
     # long enough (~0.1 s each) that one worker cannot drain the queue alone
     ids = [service.submit(fit_spec(seed=i, epochs=60))["id"] for i in range(30)]
     for job_id in ids:
         assert service.wait(job_id)["status"] == "succeeded"
-    log = service.logs()
+    log = service.log.read_text()  # all of it: logs() is the tail
     assert all(log.count(f"job {job_id} claimed") == 1 for job_id in ids), log
-    db = sqlite3.connect(service.db_url.removeprefix("sqlite:///"))
-    attempts = dict(db.execute("SELECT id, attempts FROM jobs").fetchall())
+    attempts = {job_id: row.attempts for job_id, row in read_jobs(service.db_url).items()}
     assert attempts == dict.fromkeys(ids, 1)
     pids = {line.split()[2] for line in log.splitlines() if " claimed" in line}
     assert len(pids) == 2, "both workers should have taken jobs"
 
 
+@both_backends
 def test_cancel_queued_running_and_finished(start_service: Any) -> None:
     service: Service = start_service(workers=1)
     running = service.submit(LONG)
@@ -96,6 +106,7 @@ def test_cancel_queued_running_and_finished(start_service: Any) -> None:
     assert service.http.get(f"/jobs/{queued['id']}").json()["status"] == "cancelled"
 
 
+@both_backends
 def test_delete_running_job_stops_it(start_service: Any) -> None:
     service: Service = start_service(workers=1)
     job = service.submit(LONG)
@@ -117,13 +128,17 @@ def test_divergence_and_bad_specs(start_service: Any) -> None:
     assert len(service.http.get("/jobs").json()["items"]) == 1
 
 
-def test_sigterm_stops_everything(tmp_path: Path) -> None:
+@both_backends
+def test_sigterm_stops_everything(
+    tmp_path: Path, db_url: str, request: pytest.FixtureRequest
+) -> None:
     port = free_port()
-    db = tmp_path / "stop.db"
+    db = make_url(db_url).database  # the file or database name: on every process's command line
     log = tmp_path / "up.log"
     proc = start_process(
-        ["up", "--port", str(port), "--workers", "2", "--database-url", f"sqlite:///{db}"], log
+        ["up", "--port", str(port), "--workers", "2", "--database-url", db_url], log
     )
+    request.addfinalizer(lambda: stop_process(proc))  # no strays if an assertion fails
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc, log)
     job = httpx.post(f"{url}/jobs", json=LONG).json()
@@ -134,8 +149,7 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
     time.sleep(0.5)
     assert _pids_with(str(db)) == [], "no orphan processes"
     # the running job was handed back to the queue, not left running
-    status = sqlite3.connect(db).execute("SELECT status FROM jobs").fetchone()[0]
-    assert status == "queued"
+    assert read_jobs(db_url)[job["id"]].status == "queued"
 
 
 def test_ctrl_c_stops_the_process_group(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def _header(row: list[str] | None) -> list[str]:
     for i, name in enumerate(columns, start=1):
         if not name:
             raise InvalidUpload(f"column {i} of the header (row 1) has no name")
+        if "\x00" in name:
+            raise InvalidUpload(f"column {i}'s name has a NUL character")
         if len(name) > MAX_NAME:
             raise InvalidUpload(f"column {i}'s name is longer than {MAX_NAME} characters")
         if name in columns[: i - 1]:
@@ -163,6 +165,11 @@ def _check_finite(values: list[float], number: int, columns: list[str]) -> None:
 
 
 # --- storing -----------------------------------------------------------------------------
+
+
+def name_from(filename: str | None) -> str | None:
+    """A dataset's default name: the uploaded file's, cut to fit and without NUL characters."""
+    return (filename or "").replace("\x00", "")[:MAX_NAME] or None
 
 
 def to_public(row: Any) -> Dataset:

@@ -6,11 +6,13 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy import Engine
 
 from service.config import Settings
+from service.schemas.spec import TEXT_PATTERN
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -42,6 +44,26 @@ def get_owner(
         )
     return hashlib.sha256(given).hexdigest()[:32]
 
+
+#: the range of the database's integer columns (keys, steps): 32 bits on PostgreSQL
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _a_key(cursor: str | None) -> str | None:
+    if cursor is not None and int(cursor) > INT32_MAX:
+        raise ValueError(f"cursor {cursor!r} is not one this service gave out")
+    return cursor
+
+
+#: ids as the routes take them: one with a NUL character is refused before a query is built
+JobId = Annotated[str, Path(pattern=TEXT_PATTERN)]
+DatasetId = Annotated[str, Path(pattern=TEXT_PATTERN)]
+#: a list's `next_cursor`: the digits of a key
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,10}$", description="the previous page's `next_cursor`"),
+    AfterValidator(_a_key),
+]
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

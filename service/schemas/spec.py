@@ -33,21 +33,31 @@ DIGITS_FEATURES = 64
 DIGITS_CLASSES = 10
 
 LossName = Literal["mse", "bce", "cross_entropy"]
+#: the integers the service stores and serves: JSON columns and responses hold 64-bit integers
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: text the service stores: PostgreSQL's text holds no NUL character, and a pattern also makes
+#: pydantic refuse lone surrogates, which no UTF-8 text holds
+TEXT_PATTERN = r"^[^\x00]*$"
+#: `cuda:N` with a short N, so the device fits its column
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]{1,4})?)$"
+
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class SpecModel(BaseModel):
-    """Base of every spec part: unknown fields and non-finite numbers are refused."""
+    """Base of every spec part: unknown fields and non-finite numbers are refused, and so is a
+    value of another type than the schema's (`0` for `false`, `"5"` for `5`)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:
     """A spec part's settings with the example /docs shows for it."""
     return ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [example]}
     )
 
 
@@ -93,7 +103,7 @@ class MLPModel(SpecModel):
     model_config = _example({"type": "mlp", "hidden": [128, 64], "activation": "tanh"})
 
     type: Literal["mlp"] = "mlp"
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128])
+    hidden: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] = Field(default_factory=lambda: [128])
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
     bias: bool = True
     init: Init = "default"
@@ -128,14 +138,15 @@ class LinearData(SpecModel):
     model_config = _example({"type": "linear", "n_samples": 100, "weights": [2.0], "noise": 0.5})
 
     type: Literal["linear"] = "linear"
-    n_samples: int = Field(100, ge=1)
+    n_samples: int = Field(100, ge=1, le=INT64_MAX)
     n_features: int = Field(1, ge=1, le=10_000)
     #: the true weights; random (normal, from the seed) if omitted
     weights: list[float] | None = None
     bias: float = 0.0
     noise: NonNegative = 0.1
     noise_type: Literal["normal", "uniform"] = "normal"
-    x_range: tuple[float, float] = (0.0, 10.0)
+    # strict=False: a JSON array makes the pair (its items stay strict)
+    x_range: tuple[float, float] = Field((0.0, 10.0), strict=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> LinearData:
@@ -164,7 +175,7 @@ class ClassificationData(SpecModel):
 
     type: Literal["classification"] = "classification"
     kind: Literal["blobs", "moons", "circles", "xor"] = "blobs"
-    n_samples: int = Field(200, ge=2)
+    n_samples: int = Field(200, ge=2, le=INT64_MAX)
     #: blobs only; the other kinds are 2-D
     n_features: int = Field(2, ge=1, le=10_000)
     #: blobs only; the other kinds have 2 classes
@@ -198,8 +209,8 @@ class InlineData(SpecModel):
     model_config = _example({"type": "inline", "x": [[0.0], [1.0], [2.0]], "y": [0.1, 2.1, 3.9]})
 
     type: Literal["inline"] = "inline"
-    x: list[list[StrictFloat | StrictInt]] = Field(min_length=1)
-    y: list[StrictInt | StrictFloat] = Field(min_length=1)
+    x: list[list[StrictFloat | Int64]] = Field(min_length=1)
+    y: list[Int64 | StrictFloat] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _rectangular(self) -> InlineData:
@@ -237,7 +248,7 @@ class DatasetData(SpecModel):
     model_config = _example({"type": "dataset", "id": "3f2a9c0d1e4b5a6c"})
 
     type: Literal["dataset"] = "dataset"
-    id: str = Field(min_length=1, max_length=64)
+    id: str = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)
     #: `auto`: class labels when every target is an integer, else values; or force either
     targets: Literal["auto", "labels", "values"] = "auto"
     _facts: DatasetFacts | None = PrivateAttr(default=None)
@@ -330,7 +341,7 @@ class Adam(SpecModel):
 
     type: Literal["adam"] = "adam"
     lr: Positive = 0.001
-    betas: Betas = (0.9, 0.999)
+    betas: Betas = Field((0.9, 0.999), strict=False)
     eps: NonNegative = 1e-8
     weight_decay: NonNegative = 0.0
     amsgrad: bool = False
@@ -343,7 +354,7 @@ class AdamW(SpecModel):
 
     type: Literal["adamw"] = "adamw"
     lr: Positive = 0.001
-    betas: Betas = (0.9, 0.999)
+    betas: Betas = Field((0.9, 0.999), strict=False)
     eps: NonNegative = 1e-8
     weight_decay: NonNegative = 0.01
     amsgrad: bool = False
@@ -408,7 +419,7 @@ class StepSchedule(SpecModel):
     model_config = _example({"type": "step", "step_size": 10, "gamma": 0.5})
 
     type: Literal["step"] = "step"
-    step_size: int = Field(ge=1)
+    step_size: int = Field(ge=1, le=INT64_MAX)
     gamma: Positive = 0.1
 
 
@@ -427,7 +438,7 @@ class CosineSchedule(SpecModel):
     model_config = _example({"type": "cosine", "eta_min": 0.0001})
 
     type: Literal["cosine"] = "cosine"
-    t_max: int | None = Field(None, ge=1)
+    t_max: int | None = Field(None, ge=1, le=INT64_MAX)
     eta_min: NonNegative = 0.0
 
 
@@ -463,10 +474,10 @@ class FitSpec(SpecModel):
 
     model_config = _example(_EXAMPLE)
 
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     task: Literal["fit"] = "fit"
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     #: the arithmetic of the training loop; float64 for comparisons to 1e-9
     dtype: Literal["float32", "float64"] = "float32"
     model: ModelSpec = Field(default_factory=MLPModel)
@@ -477,8 +488,8 @@ class FitSpec(SpecModel):
     optimizer: OptimizerSpec = Field(default_factory=Adam)
     schedule: ScheduleSpec | None = None
     #: null: the whole training set each step; 1: stochastic; k: mini-batch
-    batch_size: int | None = Field(64, ge=1)
-    epochs: int = Field(20, ge=1)
+    batch_size: int | None = Field(64, ge=1, le=INT64_MAX)
+    epochs: int = Field(20, ge=1, le=INT64_MAX)
     shuffle: bool = True
     validation_split: Fraction = 0.2
     #: `manual`: hand-derived backpropagation, checked against autograd at the start
@@ -624,14 +635,14 @@ class MinimizeSpec(SpecModel):
 
     model_config = _example(_MINIMIZE_EXAMPLE)
 
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     task: Literal["minimize"] = "minimize"
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     objective: ObjectiveSpec
     x0: list[float] = Field(min_length=1, max_length=10_000)
     optimizer: GradientOptimizerSpec
-    steps: int = Field(ge=1)
+    steps: int = Field(ge=1, le=INT64_MAX)
 
     @model_validator(mode="after")
     def _consistent(self) -> MinimizeSpec:

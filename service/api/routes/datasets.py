@@ -7,17 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile
 
 from service import datasets
-from service.api.deps import EngineDep, OwnerDep, SettingsDep
+from service.api.deps import Cursor, DatasetId, EngineDep, OwnerDep, SettingsDep
+from service.api.responses import BAD_BODY, NOT_FOUND, UNAUTHORIZED
 from service.schemas.datasets import Dataset, DatasetPage
+from service.schemas.spec import TEXT_PATTERN
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=UNAUTHORIZED)
 
 
 @router.post(
     "",
     status_code=201,
     responses={
-        413: {"description": "the file is larger than DESCENT_MAX_UPLOAD_BYTES"},
+        **BAD_BODY,
         422: {"description": "the file is not a rectangular numeric CSV, or has too many rows"},
     },
 )
@@ -26,8 +28,11 @@ def upload_dataset(
     engine: EngineDep,
     owner: OwnerDep,
     settings: SettingsDep,
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    target: Annotated[str | None, Form(description="the target column; default the last")] = None,
+    name: Annotated[str | None, Form(max_length=200, pattern=TEXT_PATTERN)] = None,
+    target: Annotated[
+        str | None,
+        Form(pattern=TEXT_PATTERN, description="the target column; default the last"),
+    ] = None,
 ) -> Dataset:
     """Store a CSV with a header row; `target` names the column to predict."""
     limit = settings.max_upload_bytes
@@ -38,7 +43,9 @@ def upload_dataset(
             detail=f"the upload is larger than {limit} bytes (DESCENT_MAX_UPLOAD_BYTES)",
         )
     parsed = datasets.parse_csv(raw, target=target or None, max_rows=settings.max_rows)
-    return datasets.create(engine, parsed=parsed, name=name or file.filename, owner=owner)
+    return datasets.create(
+        engine, parsed=parsed, name=name or datasets.name_from(file.filename), owner=owner
+    )
 
 
 @router.get("")
@@ -46,21 +53,21 @@ def list_datasets(
     engine: EngineDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=datasets.MAX_PAGE)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> DatasetPage:
     """Datasets, newest first; pass `next_cursor` back as `cursor` for the next page."""
     items, next_cursor = datasets.list_page(engine, owner=owner, limit=limit, cursor=cursor)
     return DatasetPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}")
-def get_dataset(dataset_id: str, engine: EngineDep, owner: OwnerDep) -> Dataset:
+@router.get("/{dataset_id}", responses=NOT_FOUND)
+def get_dataset(dataset_id: DatasetId, engine: EngineDep, owner: OwnerDep) -> Dataset:
     """One dataset (its description; the numbers stay with the service)."""
     return datasets.get(engine, dataset_id=dataset_id, owner=owner)
 
 
-@router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset_id: str, engine: EngineDep, owner: OwnerDep) -> Response:
+@router.delete("/{dataset_id}", status_code=204, responses=NOT_FOUND)
+def delete_dataset(dataset_id: DatasetId, engine: EngineDep, owner: OwnerDep) -> Response:
     """Remove a dataset."""
     datasets.delete_dataset(engine, dataset_id=dataset_id, owner=owner)
     return Response(status_code=204)

@@ -9,7 +9,10 @@ from service.api.responses import SafeJSONResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={503: {"description": "the database does not answer"}},
+)
 def health(engine: EngineDep) -> SafeJSONResponse:
     """`ok` once the database answers; 503 while it does not."""
     try:

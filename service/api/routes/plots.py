@@ -1,0 +1,54 @@
+"""Pictures: a job's curves, or a minimize job's path, as a PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Response
+
+from service import curves, jobs, plots
+from service.api.deps import EngineDep, JobId, OwnerDep
+from service.api.responses import NOT_FOUND, UNAUTHORIZED
+from service.db.engine import reading
+
+#: points per series a picture draws (thinned keeping each stretch's extremes)
+CURVE_POINTS = 2000
+#: points of a minimize job's path a picture draws (evenly spaced, the first and last kept)
+PATH_POINTS = 2000
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
+
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "a PNG image"}
+}
+
+
+@router.get("/{job_id}/plot.png", response_class=Response, responses={**_PNG, **NOT_FOUND})
+def get_plot(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
+    """The loss curves as a picture; a 2-D minimize job's path on the objective's contours."""
+    with reading(engine) as conn:
+        row = jobs.find(conn, job_id=job_id, owner=owner)
+        series = curves.read(conn, job_pk=row.pk, names=None, after=None)
+        minimize = row.spec.get("task") == "minimize"
+        _, points = curves.read_trajectory(conn, job_pk=row.pk) if minimize else ([], [])
+    # plotting is CPU work: a plain `def` route runs it in the threadpool, off the event loop
+    png = plots.job_png(
+        job_id=row.id,
+        name=row.name,
+        status=row.status,
+        spec=row.spec,
+        series=curves.thin_all(series, CURVE_POINTS),
+        path=[orjson.loads(p) for p in _spaced(points, PATH_POINTS)],
+        error_type=row.error["type"] if row.error else None,
+    )
+    return Response(png, media_type="image/png")
+
+
+def _spaced(items: Sequence[str], most: int) -> list[str]:
+    """At most `most` items, evenly spaced, the first and the last among them."""
+    if len(items) <= most:
+        return list(items)
+    step = (len(items) - 1) / (most - 1)
+    return [items[round(i * step)] for i in range(most)]

@@ -1,0 +1,210 @@
+"""A small Python client for the Descent API, on httpx: `Client(url, token)`, whose methods
+answer the API's resources as dicts and raise `ClientError` for an error answer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+#: where `descent up` serves by default
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: the statuses a job ends in
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+#: seconds between polls while waiting for or following a job
+POLL_SECONDS = 0.2
+
+Json = dict[str, Any]
+#: a curve point as (step, value); the value is None where the loss was not finite
+Point = tuple[int, float | None]
+
+
+class ClientError(Exception):
+    """An error answer (4xx, 5xx): its HTTP status and the server's `detail`."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{status}: {describe(detail)}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ClientError:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:  # not JSON (a proxy's error page, say)
+            detail = response.text or response.reason_phrase
+        return cls(response.status_code, detail)
+
+
+def describe(detail: Any) -> str:
+    """FastAPI's `detail` as a line: validation errors as `body.field: reason; ...`."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for error in detail:
+        if isinstance(error, dict):
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            reason = str(error.get("msg", error))
+            parts.append(f"{where}: {reason}" if where else reason)
+        else:
+            parts.append(str(error))
+    return "; ".join(parts)
+
+
+class Client:
+    """The Descent API as methods that answer the resources as dicts, or raise ClientError."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, timeout: float = 30) -> Client:
+        """A client for $DESCENT_URL (default http://127.0.0.1:8000) with $DESCENT_TOKEN."""
+        url = os.environ.get("DESCENT_URL") or DEFAULT_URL
+        return cls(url, os.environ.get("DESCENT_TOKEN") or None, timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.is_error:
+            raise ClientError.from_response(response)
+        return response.json() if response.content else None
+
+    def _get(self, path: str, **params: Any) -> Any:
+        """GET with the parameters that are not None."""
+        wanted = {k: v for k, v in params.items() if v is not None}
+        return self._call("GET", path, params=wanted)
+
+    # jobs
+
+    def submit(self, spec: Json) -> Json:
+        """Queue a job; the answer is the job, its spec with every default filled in."""
+        return self._call("POST", "/jobs", json=spec)
+
+    def job(self, job_id: str) -> Json:
+        return self._get(_job(job_id))
+
+    def jobs(self, status: str | None = None, limit: int = 50) -> list[Json]:
+        """The newest `limit` jobs (of that status)."""
+        return self._get("/jobs", status=status, limit=limit)["items"]
+
+    def all_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
+        """Every job (of that status), newest first, a page at a time."""
+        cursor = None
+        while True:
+            page = self._get("/jobs", status=status, limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def cancel(self, job_id: str) -> Json:
+        """Cancel a queued or running job; a finished one raises ClientError 409."""
+        return self._call("POST", f"{_job(job_id)}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        self._call("DELETE", _job(job_id))
+
+    def curves(
+        self,
+        job_id: str,
+        names: list[str] | str | None = None,
+        after: int | None = None,
+        points: int | None = None,
+    ) -> Json:
+        """`{"job_id", "status", "series": {name: {"steps", "values"}}}`."""
+        if isinstance(names, list | tuple):
+            names = ",".join(names)
+        return self._get(f"{_job(job_id)}/curves", names=names, after=after, points=points)
+
+    def parameters(self, job_id: str) -> Json:
+        return self._get(f"{_job(job_id)}/parameters")
+
+    def trajectory(self, job_id: str) -> Json:
+        return self._get(f"{_job(job_id)}/trajectory")
+
+    def wait(self, job_id: str, poll: float = POLL_SECONDS, timeout: float | None = None) -> Json:
+        """The job once it has finished; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def follow(self, job_id: str, poll: float = POLL_SECONDS) -> Iterator[tuple[Json, list[Point]]]:
+        """(job, new loss points) each time the job moves on, ending with the finished job."""
+        last_step: int | None = None
+        seen: Any = None
+        while True:
+            # the job first: once it reads finished, the curve read after it holds every point
+            job = self.job(job_id)
+            points = self._loss_points(job_id, after=last_step)
+            if points:
+                last_step = points[-1][0]
+            state = (job["status"], job["progress"])
+            if points or state != seen:
+                yield job, points
+            seen = state
+            if job["status"] in FINISHED:
+                return
+            time.sleep(poll)
+
+    def _loss_points(self, job_id: str, after: int | None) -> list[Point]:
+        loss = self.curves(job_id, names="loss", after=after)["series"].get("loss")
+        return list(zip(loss["steps"], loss["values"], strict=True)) if loss else []
+
+    # datasets
+
+    def upload_dataset(
+        self, path: str | Path, name: str | None = None, target: str | None = None
+    ) -> Json:
+        """Upload a CSV with a header row; `target` names the column to predict (default last)."""
+        path = Path(path)
+        form = {k: v for k, v in {"name": name, "target": target}.items() if v is not None}
+        with path.open("rb") as file:
+            files = {"file": (path.name, file, "text/csv")}
+            return self._call("POST", "/datasets", files=files, data=form)
+
+    # sweeps
+
+    def sweep(self, body: Json) -> Json:
+        """Create one job per grid point: `{"name", "base": spec, "grid": {path: [values]}}`."""
+        return self._call("POST", "/sweeps", json=body)
+
+    def get_sweep(self, sweep_id: str) -> Json:
+        return self._get(f"/sweeps/{quote(sweep_id, safe='')}")
+
+    def sweep_curves(self, sweep_id: str, name: str = "loss", points: int | None = None) -> Json:
+        """`{"runs": [{"job_id", "overrides", "steps", "values"}]}`, to plot side by side."""
+        path = f"/sweeps/{quote(sweep_id, safe='')}/curves"
+        return self._get(path, name=name, points=points)
+
+
+def _job(job_id: str) -> str:
+    return f"/jobs/{quote(job_id, safe='')}"

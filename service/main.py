@@ -12,7 +12,6 @@ from service.api.limits import BodySizeLimit
 from service.api.main import api_router
 from service.api.metrics_middleware import instrument
 from service.api.responses import SafeJSONResponse, validation_error
-from service.api.routes.ui import mount_static
 from service.config import Settings, configure
 from service.db.engine import make_engine
 from service.db.migrate import migrate
@@ -46,7 +45,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     for exc_type, status in _STATUS.items():
         app.add_exception_handler(exc_type, _error_handler(status))
     app.include_router(api_router)
-    mount_static(app)  # the web page's files, at /static
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     instrument(app)  # outermost: times the whole request
     return app

@@ -197,14 +197,49 @@ class Client:
         """Create one job per grid point: `{"name", "base": spec, "grid": {path: [values]}}`."""
         return self._call("POST", "/sweeps", json=body)
 
-    def get_sweep(self, sweep_id: str) -> Json:
-        return self._get(f"/sweeps/{quote(sweep_id, safe='')}")
+    def sweeps(self, limit: int = 50) -> list[Json]:
+        """The newest `limit` sweeps, each with `n_jobs` and its jobs' `counts` by status."""
+        return self._get("/sweeps", limit=limit)["items"]
 
-    def sweep_curves(self, sweep_id: str, name: str = "loss", points: int | None = None) -> Json:
+    def get_sweep(self, sweep_id: str, order: str | None = None) -> Json:
+        """The sweep and its `runs`: in grid order, or with `order="final_loss"` best first."""
+        return self._get(_sweep(sweep_id), order=order)
+
+    def sweep_curves(
+        self,
+        sweep_id: str,
+        name: str = "loss",
+        points: int | None = None,
+        after: int | None = None,
+    ) -> Json:
         """`{"runs": [{"job_id", "overrides", "steps", "values"}]}`, to plot side by side."""
-        path = f"/sweeps/{quote(sweep_id, safe='')}/curves"
-        return self._get(path, name=name, points=points)
+        return self._get(f"{_sweep(sweep_id)}/curves", name=name, points=points, after=after)
+
+    def wait_sweep(
+        self, sweep_id: str, poll: float = POLL_SECONDS, timeout: float | None = None
+    ) -> Json:
+        """The sweep once every run has finished; TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if all(run["status"] in FINISHED for run in sweep["runs"]):
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} has unfinished runs after {timeout} s")
+            time.sleep(poll)
+
+    def cancel_sweep(self, sweep_id: str) -> Json:
+        """Cancel every run that has not finished; answers the sweep."""
+        return self._call("POST", f"{_sweep(sweep_id)}/cancel")
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Remove the sweep, its jobs and all their data."""
+        self._call("DELETE", _sweep(sweep_id))
 
 
 def _job(job_id: str) -> str:
     return f"/jobs/{quote(job_id, safe='')}"
+
+
+def _sweep(sweep_id: str) -> str:
+    return f"/sweeps/{quote(sweep_id, safe='')}"

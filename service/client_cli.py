@@ -217,52 +217,49 @@ def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     sweep = client.sweep(args.sweep)
     console = _console()
     console.print(f"sweep {sweep['id']}: {len(sweep['jobs'])} jobs")
-    overrides = {run["id"]: _overrides(run["overrides"]) for run in sweep["jobs"]}
     table = Table("job", "overrides", box=box.SIMPLE)
-    for job_id, text in overrides.items():
-        table.add_row(job_id, text)
+    for job in sweep["jobs"]:
+        table.add_row(job["id"], _overrides(job["overrides"]))
     console.print(table)
     if not args.follow:
         return 0
-    runs = wait_all(client, list(overrides), console)
-    runs.sort(key=lambda j: (_final_loss(j) is None, _final_loss(j) or 0.0))
+    try:
+        runs = wait_sweep(client, sweep["id"], console)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; the sweep goes on (GET /sweeps/{sweep['id']})")
+        return 130
     table = Table("job", "overrides", "status", "final loss", "best loss", "steps", box=box.SIMPLE)
-    for job in runs:
-        result = job["result"] or {}
+    for run in runs:
+        result = run["result"] or {}
         table.add_row(
-            job["id"],
-            overrides[job["id"]],
-            job["status"],
+            run["job_id"],
+            _overrides(run["overrides"]),
+            run["status"],
             _number(result.get("final_loss")),
             _number(result.get("best_loss")),
-            str(result.get("steps", job["progress"]["step"])),
+            str(result.get("steps", run["progress"]["step"])),
         )
     console.print(table)
-    return 0 if all(job["status"] == "succeeded" for job in runs) else 1
+    return 0 if all(run["status"] == "succeeded" for run in runs) else 1
 
 
-def wait_all(client: Client, job_ids: list[str], console: Console) -> list[Json]:
-    """The jobs once all have finished, with a bar counting the finished ones."""
-    done: dict[str, Json] = {}
+def wait_sweep(client: Client, sweep_id: str, console: Console) -> list[Json]:
+    """The sweep's runs once all have finished, best final loss first (as the service ranks
+    them), with a bar counting the finished ones."""
     columns = TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task("runs finished", total=len(job_ids))
-        while len(done) < len(job_ids):
-            for job_id in job_ids:
-                if job_id not in done and (job := client.job(job_id))["status"] in FINISHED:
-                    done[job_id] = job
-            bar.update(task, completed=len(done))
-            if len(done) < len(job_ids):
-                time.sleep(POLL_SECONDS)
-    return [done[job_id] for job_id in job_ids]
+        task = bar.add_task("runs finished", total=None)
+        while True:
+            runs = client.get_sweep(sweep_id, order="final_loss")["runs"]
+            done = sum(run["status"] in FINISHED for run in runs)
+            bar.update(task, completed=done, total=len(runs))
+            if done == len(runs):
+                return runs
+            time.sleep(POLL_SECONDS)
 
 
 def _overrides(overrides: dict[str, Any]) -> str:
     return ", ".join(f"{path}={json.dumps(value)}" for path, value in overrides.items())
-
-
-def _final_loss(job: Json) -> float | None:
-    return (job["result"] or {}).get("final_loss")
 
 
 def _number(value: float | None) -> str:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_hidden_units: int = Field(default=8192, ge=1)
     #: wall-clock seconds a job may train before it ends failed (timeout)
     max_job_seconds: float = Field(default=6 * 3600, gt=0)
+    #: jobs one sweep may create: its grid's points
+    max_sweep_jobs: int = Field(default=256, ge=1)
 
     @field_validator("database_url")
     @classmethod

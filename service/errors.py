@@ -1,5 +1,9 @@
 """Descent's own exceptions; the routes turn them into HTTP errors."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class DescentError(Exception):
     """Base of every error Descent raises on purpose."""
@@ -19,3 +23,14 @@ class BadRequest(DescentError):
 
 class InvalidUpload(DescentError):
     """An uploaded file that is not a rectangular numeric CSV, or is past a limit."""
+
+
+class InvalidSweep(DescentError):
+    """A sweep whose grid names a path the spec lacks, is too large, or has an invalid point.
+
+    `errors` are in FastAPI's validation format (`loc`, `msg`, `type`), located in the body.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e["msg"]) for e in errors))

@@ -8,11 +8,23 @@ lease expired, the job was deleted) finds its writes refused and stops.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from service.db.engine import reading, writing
 from service.db.models import (
@@ -21,6 +33,7 @@ from service.db.models import (
     CurveSeriesRow,
     JobRow,
     ParametersRow,
+    SweepRow,
     TrajectoryRow,
     utcnow,
 )
@@ -48,11 +61,22 @@ class Claimed:
     checkpoint: bytes | None = None
 
 
+@dataclass(frozen=True)
+class SweepJob:
+    """A job a sweep queues: its spec with every default filled in, its size, and the grid
+    values that made it."""
+
+    spec: dict[str, Any]
+    total_steps: int
+    total_epochs: int
+    overrides: dict[str, Any]
+
+
 # --- reading -----------------------------------------------------------------------------
 
 
 def to_public(row: Any) -> Job:
-    """The API's view of a job row."""
+    """The API's view of a job row (read with its `sweep_id`, as `find` reads it)."""
     return Job(
         id=row.id,
         name=row.name,
@@ -61,15 +85,21 @@ def to_public(row: Any) -> Job:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        progress=Progress(
-            step=row.step,
-            total_steps=row.total_steps,
-            epoch=row.epoch,
-            total_epochs=row.total_epochs,
-        ),
+        progress=progress_of(row),
         result=row.result,
-        error=JobError(**row.error) if row.error else None,
+        error=error_of(row),
+        sweep_id=row.sweep_id,
     )
+
+
+def progress_of(row: Any) -> Progress:
+    return Progress(
+        step=row.step, total_steps=row.total_steps, epoch=row.epoch, total_epochs=row.total_epochs
+    )
+
+
+def error_of(row: Any) -> JobError | None:
+    return JobError(**row.error) if row.error else None
 
 
 def _visible(job_id: str, owner: str | None) -> Any:
@@ -77,9 +107,16 @@ def _visible(job_id: str, owner: str | None) -> Any:
     return clause if owner is None else clause & (JobRow.owner == owner)
 
 
+def _with_sweep_id() -> Select[Any]:
+    """Job rows with the public id of the sweep that made them (`sweep_id`, else null)."""
+    return select(JobRow.__table__, SweepRow.id.label("sweep_id")).outerjoin(
+        SweepRow, JobRow.sweep_pk == SweepRow.pk
+    )
+
+
 def find(conn: Connection, *, job_id: str, owner: str | None) -> JobRow:
     """The job row, or NotFound; inside the caller's transaction."""
-    row = conn.execute(select(JobRow.__table__).where(_visible(job_id, owner))).first()
+    row = conn.execute(_with_sweep_id().where(_visible(job_id, owner))).first()
     if row is None:
         raise NotFound(f"no job {job_id!r}")
     return row  # type: ignore[return-value]
@@ -99,7 +136,7 @@ def list_page(
     cursor: str | None,
 ) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the position after which the next page starts."""
-    query = select(JobRow.__table__).order_by(JobRow.pk.desc()).limit(limit + 1)
+    query = _with_sweep_id().order_by(JobRow.pk.desc()).limit(limit + 1)
     if owner is not None:
         query = query.where(JobRow.owner == owner)
     if status is not None:
@@ -127,7 +164,40 @@ def create(
     total_epochs: int,
 ) -> Job:
     """A new queued job."""
-    values = {
+    values = _queued(spec, owner=owner, total_steps=total_steps, total_epochs=total_epochs)
+    with writing(engine) as conn:
+        conn.execute(insert(JobRow).values(**values))
+        notify_new_job(conn)
+        return to_public(find(conn, job_id=values["id"], owner=owner))
+
+
+def create_many(
+    conn: Connection, *, sweep_pk: int, owner: str | None, runs: Sequence[SweepJob]
+) -> list[str]:
+    """Queue a sweep's jobs in grid order, inside the transaction that makes the sweep; their
+    ids, in that order."""
+    rows = [
+        {
+            **_queued(
+                run.spec, owner=owner, total_steps=run.total_steps, total_epochs=run.total_epochs
+            ),
+            "sweep_pk": sweep_pk,
+            "sweep_index": index,
+            "overrides": run.overrides,
+        }
+        for index, run in enumerate(runs)
+    ]
+    if rows:
+        conn.execute(insert(JobRow), rows)
+        notify_new_job(conn)
+    return [row["id"] for row in rows]
+
+
+def _queued(
+    spec: dict[str, Any], *, owner: str | None, total_steps: int, total_epochs: int
+) -> dict[str, Any]:
+    """A new queued job's row."""
+    return {
         "id": secrets.token_hex(8),
         "owner": owner,
         "name": spec.get("name"),
@@ -142,10 +212,6 @@ def create(
         "cancel_requested": False,
         "attempts": 0,
     }
-    with writing(engine) as conn:
-        conn.execute(insert(JobRow).values(**values))
-        notify_new_job(conn)
-        return to_public(find(conn, job_id=values["id"], owner=owner))
 
 
 def cancel(engine: Engine, *, job_id: str, owner: str | None) -> Job:
@@ -154,36 +220,56 @@ def cancel(engine: Engine, *, job_id: str, owner: str | None) -> Job:
         row = find(conn, job_id=job_id, owner=owner)
         if row.status in FINISHED:
             raise Conflict(f"job {job_id} has already finished ({row.status})")
-        if row.status == JobStatus.queued:
-            conn.execute(
-                update(JobRow)
-                .where(JobRow.pk == row.pk)
-                .values(
-                    status=JobStatus.cancelled.value,
-                    finished_at=utcnow(),
-                    error={"type": "cancelled", "message": "cancelled while queued"},
-                )
-            )
-        else:
-            conn.execute(update(JobRow).where(JobRow.pk == row.pk).values(cancel_requested=True))
+        _cancel(conn, JobRow.pk == row.pk)
         return to_public(find(conn, job_id=job_id, owner=owner))
+
+
+def cancel_sweep_jobs(conn: Connection, *, sweep_pk: int) -> None:
+    """Cancel every job of a sweep that has not finished, inside the caller's transaction."""
+    _cancel(conn, JobRow.sweep_pk == sweep_pk)
+
+
+def _cancel(conn: Connection, which: Any) -> None:
+    """The queued jobs among `which` end at once; the running ones are flagged, and their
+    workers stop them."""
+    conn.execute(
+        update(JobRow)
+        .where(which & (JobRow.status == JobStatus.queued.value))
+        .values(
+            status=JobStatus.cancelled.value,
+            finished_at=utcnow(),
+            error={"type": "cancelled", "message": "cancelled while queued"},
+        )
+    )
+    conn.execute(
+        update(JobRow)
+        .where(which & (JobRow.status == JobStatus.running.value))
+        .values(cancel_requested=True)
+    )
 
 
 def delete_job(engine: Engine, *, job_id: str, owner: str | None) -> None:
     """Remove a job and all its data. A running job's worker finds it gone and stops."""
     with writing(engine) as conn:
         row = find(conn, job_id=job_id, owner=owner)
-        _delete_data(conn, row.pk)
+        _delete_data(conn, [row.pk])
         conn.execute(delete(JobRow).where(JobRow.pk == row.pk))
 
 
-def _delete_data(conn: Connection, job_pk: int) -> None:
-    series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk == job_pk)
+def delete_sweep_jobs(conn: Connection, *, sweep_pk: int) -> None:
+    """Remove every job of a sweep and all their data, inside the caller's transaction."""
+    _delete_data(conn, select(JobRow.pk).where(JobRow.sweep_pk == sweep_pk))
+    conn.execute(delete(JobRow).where(JobRow.sweep_pk == sweep_pk))
+
+
+def _delete_data(conn: Connection, job_pks: Sequence[int] | Select[Any]) -> None:
+    """Everything recorded for the jobs `job_pks` (a list of keys, or a query of them)."""
+    series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk.in_(job_pks))
     conn.execute(delete(CurvePointRow).where(CurvePointRow.series_id.in_(series)))
-    conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk == job_pk))
-    conn.execute(delete(ParametersRow).where(ParametersRow.job_pk == job_pk))
-    conn.execute(delete(TrajectoryRow).where(TrajectoryRow.job_pk == job_pk))
-    conn.execute(delete(CheckpointRow).where(CheckpointRow.job_pk == job_pk))
+    conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk.in_(job_pks)))
+    conn.execute(delete(ParametersRow).where(ParametersRow.job_pk.in_(job_pks)))
+    conn.execute(delete(TrajectoryRow).where(TrajectoryRow.job_pk.in_(job_pks)))
+    conn.execute(delete(CheckpointRow).where(CheckpointRow.job_pk.in_(job_pks)))
 
 
 # --- the worker's transitions ------------------------------------------------------------
@@ -344,7 +430,7 @@ def _rewind(conn: Connection, job_pk: int) -> None:
     ).first()
     step, epoch = saved if saved is not None else (0, 0)
     if saved is None:
-        _delete_data(conn, job_pk)
+        _delete_data(conn, [job_pk])
     series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk == job_pk)
     conn.execute(
         delete(CurvePointRow).where(

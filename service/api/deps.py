@@ -58,6 +58,7 @@ def _a_key(cursor: str | None) -> str | None:
 #: ids as the routes take them: one with a NUL character is refused before a query is built
 JobId = Annotated[str, Path(pattern=TEXT_PATTERN)]
 DatasetId = Annotated[str, Path(pattern=TEXT_PATTERN)]
+SweepId = Annotated[str, Path(pattern=TEXT_PATTERN)]
 #: a list's `next_cursor`: the digits of a key
 Cursor = Annotated[
     str | None,

@@ -24,7 +24,7 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
     }
 }
-#: every route that names a job or a dataset
+#: every route that names a job, a dataset or a sweep
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "no such id, or not one the caller's token made"}
 }
@@ -39,6 +39,11 @@ BAD_BODY: dict[int | str, dict[str, Any]] = {
         "model": ErrorMessage,
         "description": "a body larger than DESCENT_MAX_UPLOAD_BYTES",
     },
+}
+
+#: the answer of a route that draws a picture
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "a PNG image"}
 }
 
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy tables. Only `service.jobs` and `service.curves` write to them."""
+"""SQLAlchemy tables. Only `service.jobs`, `service.curves`, `service.datasets` and
+`service.sweeps` write to them."""
 
 from __future__ import annotations
 
@@ -73,8 +74,29 @@ class JobRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: the sweep that made the job, if one did. No ON DELETE action: a sweep is deleted after
+    #: its jobs (`service.sweeps.delete_sweep`), and the database refuses it before
+    sweep_pk: Mapped[int | None] = mapped_column(ForeignKey("sweeps.pk"), index=True)
+    #: the job's place in its sweep's grid (0, 1, ...), and the grid values that made its spec
+    sweep_index: Mapped[int | None] = mapped_column(Integer)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_jobs_status_pk", "status", "pk"),)
+
+
+class SweepRow(Base):
+    """A grid of jobs made from one base spec (`POST /sweeps`); its jobs point back to it."""
+
+    __tablename__ = "sweeps"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: the base spec as it was sent, and the grid: `{dotted path: [values]}`
+    base: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class CurveSeriesRow(Base):

@@ -56,6 +56,8 @@ class Job(BaseModel):
     progress: Progress
     result: dict[str, Any] | None
     error: JobError | None
+    #: the sweep that made the job (`POST /sweeps`), or null for a job posted alone
+    sweep_id: str | None = None
 
 
 class JobPage(BaseModel):

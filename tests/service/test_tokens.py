@@ -17,8 +17,8 @@ ALPHA = {"Authorization": "Bearer alpha"}
 BETA = {"Authorization": "Bearer beta"}
 CSV = b"a,b,y\n1,2.5,0\n-3,4e-3,1\n0.1,6,2\n"
 
-#: every endpoint but /health, with the body it needs to get past validation; `{id}` is a job's
-#: or a dataset's id
+#: every endpoint but /health, with the body it needs to get past validation; `{id}` is a job's,
+#: a dataset's or a sweep's id
 ENDPOINTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/jobs", {"json": fit_spec()}),
     ("GET", "/jobs", {}),
@@ -34,6 +34,13 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/datasets", {}),
     ("GET", "/datasets/{id}", {}),
     ("DELETE", "/datasets/{id}", {}),
+    ("POST", "/sweeps", {"json": {"base": fit_spec(), "grid": {"seed": [0, 1]}}}),
+    ("GET", "/sweeps", {}),
+    ("GET", "/sweeps/{id}", {}),
+    ("POST", "/sweeps/{id}/cancel", {}),
+    ("DELETE", "/sweeps/{id}", {}),
+    ("GET", "/sweeps/{id}/curves", {}),
+    ("GET", "/sweeps/{id}/plot.png", {}),
 ]
 JOB_READS = ["", "/curves", "/parameters", "/trajectory", "/events", "/plot.png"]
 
@@ -50,6 +57,13 @@ def guarded(db_url: str) -> Iterator[TestClient]:
 
 def submit(client: TestClient, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
     response = client.post("/jobs", json=fit_spec(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def sweep(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
+    body = {"base": fit_spec(), "grid": {"seed": [0, 1]}}
+    response = client.post("/sweeps", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -84,9 +98,11 @@ def test_no_valid_token_is_401(guarded: TestClient, authorization: str | None) -
     # real ids, so a 401 cannot be mistaken for a 404
     job_id = submit(guarded, ALPHA)["id"]
     dataset_id = upload(guarded, ALPHA)["id"]
+    sweep_id = sweep(guarded, ALPHA)["id"]
+    ids = {"/jobs": job_id, "/datasets": dataset_id, "/sweeps": sweep_id}
     headers = {} if authorization is None else {"Authorization": authorization}
     for method, path, body in ENDPOINTS:
-        url = path.format(id=dataset_id if path.startswith("/datasets") else job_id)
+        url = path.format(id=ids["/" + path.split("/")[1]])
         response = guarded.request(method, url, headers=headers, **body)
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"] == "Bearer"
@@ -94,13 +110,19 @@ def test_no_valid_token_is_401(guarded: TestClient, authorization: str | None) -
         assert "Bearer" in response.json()["detail"]
     # and nothing was done: alpha's job and dataset are still there, and no new ones
     assert guarded.get(f"/jobs/{job_id}", headers=ALPHA).json()["status"] == "queued"
-    assert len(guarded.get("/jobs", headers=ALPHA).json()["items"]) == 1
+    assert len(guarded.get("/jobs", headers=ALPHA).json()["items"]) == 3  # the sweep's two
     assert len(guarded.get("/datasets", headers=ALPHA).json()["items"]) == 1
+    assert len(guarded.get("/sweeps", headers=ALPHA).json()["items"]) == 1
+    assert guarded.get(f"/sweeps/{sweep_id}", headers=ALPHA).json()["counts"]["queued"] == 2
 
 
 def test_every_documented_endpoint_needs_a_token(guarded: TestClient) -> None:
     # routes added later are held to it too
-    ids = {"job_id": submit(guarded, ALPHA)["id"], "dataset_id": upload(guarded, ALPHA)["id"]}
+    ids = {
+        "job_id": submit(guarded, ALPHA)["id"],
+        "dataset_id": upload(guarded, ALPHA)["id"],
+        "sweep_id": sweep(guarded, ALPHA)["id"],
+    }
     paths = guarded.get("/openapi.json").json()["paths"]
     for path, operations in paths.items():
         for method in operations:

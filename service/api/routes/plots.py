@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
 
 from service import curves, jobs, plots
 from service.api.deps import EngineDep, JobId, OwnerDep
-from service.api.responses import NOT_FOUND, UNAUTHORIZED
+from service.api.responses import NOT_FOUND, PNG, UNAUTHORIZED
 from service.db.engine import reading
 
 #: points per series a picture draws (thinned keeping each stretch's extremes)
@@ -20,12 +19,8 @@ PATH_POINTS = 2000
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
-_PNG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "a PNG image"}
-}
 
-
-@router.get("/{job_id}/plot.png", response_class=Response, responses={**_PNG, **NOT_FOUND})
+@router.get("/{job_id}/plot.png", response_class=Response, responses={**PNG, **NOT_FOUND})
 def get_plot(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     """The loss curves as a picture; a 2-D minimize job's path on the objective's contours."""
     with reading(engine) as conn:

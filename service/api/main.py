@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import datasets, events, health, jobs, metrics, plots, sweeps
+from service.api.routes import datasets, events, health, jobs, metrics, plots, sweeps, ui
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,3 +12,4 @@ api_router.include_router(events.router)
 api_router.include_router(plots.router)
 api_router.include_router(datasets.router)
 api_router.include_router(sweeps.router)
+api_router.include_router(ui.router)

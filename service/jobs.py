@@ -8,7 +8,7 @@ lease expired, the job was deleted) finds its writes refused and stops.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -304,18 +304,7 @@ def claim_next(
         ).scalar()
         if pk is None:
             return None
-        now = utcnow()
-        conn.execute(
-            update(JobRow)
-            .where(JobRow.pk == pk)
-            .values(
-                status=JobStatus.running.value,
-                worker_id=worker_id,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=func.coalesce(JobRow.started_at, now),
-                attempts=JobRow.attempts + 1,
-            )
-        )
+        _take(conn, [pk], worker_id=worker_id, lease_seconds=lease_seconds)
         row = conn.execute(
             select(JobRow.id, JobRow.spec, JobRow.attempts).where(JobRow.pk == pk)
         ).one()
@@ -323,6 +312,53 @@ def claim_next(
             select(CheckpointRow.state).where(CheckpointRow.job_pk == pk)
         ).scalar()
     return Claimed(pk=pk, id=row.id, spec=row.spec, attempts=row.attempts, checkpoint=checkpoint)
+
+
+def claim_siblings(
+    engine: Engine,
+    *,
+    lead: Claimed,
+    worker_id: str,
+    lease_seconds: float,
+    has_gpu: bool,
+    accept: Callable[[dict[str, Any]], bool],
+    most: int,
+) -> list[Claimed]:
+    """Take up to `most` more queued jobs of `lead`'s sweep whose specs `accept` takes and
+    that have no checkpoint, to train together with it; none for a job outside a sweep."""
+    with writing(engine) as conn:
+        sweep_pk = conn.execute(select(JobRow.sweep_pk).where(JobRow.pk == lead.pk)).scalar()
+        if sweep_pk is None:
+            return []
+        checkpointed = select(CheckpointRow.job_pk).where(CheckpointRow.job_pk == JobRow.pk)
+        rows = conn.execute(
+            select(JobRow.pk, JobRow.id, JobRow.spec, JobRow.attempts)
+            .where(_claimable(has_gpu=has_gpu), JobRow.sweep_pk == sweep_pk)
+            .where(~exists(checkpointed))
+            .order_by(JobRow.pk)
+            .with_for_update(skip_locked=True)
+        ).all()
+        taken = [row for row in rows if accept(row.spec)][:most]
+        _take(conn, [row.pk for row in taken], worker_id=worker_id, lease_seconds=lease_seconds)
+    return [Claimed(pk=r.pk, id=r.id, spec=r.spec, attempts=r.attempts + 1) for r in taken]
+
+
+def _take(conn: Connection, pks: list[int], *, worker_id: str, lease_seconds: float) -> None:
+    """Mark queued jobs as running on `worker_id`, under a fresh lease."""
+    if not pks:
+        return
+    now = utcnow()
+    conn.execute(
+        update(JobRow)
+        .where(JobRow.pk.in_(pks))
+        .values(
+            status=JobStatus.running.value,
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(JobRow.started_at, now),
+            attempts=JobRow.attempts + 1,
+        )
+    )
 
 
 def _held(job_pk: int, worker_id: str) -> Any:

@@ -34,8 +34,8 @@ run: install
 	$(BIN)/descent up --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 lint: install-test
-	$(BIN)/ruff check service worker tests bench
-	$(BIN)/ruff format --check service worker tests bench
+	$(BIN)/ruff check service worker tests bench examples
+	$(BIN)/ruff format --check service worker tests bench examples
 	$(BIN)/mypy
 
 # the browser tests drive Debian's chromium: installed here where we may (root with apt-get);
@@ -48,7 +48,7 @@ browser:
 test: lint browser
 	$(BIN)/pytest -q
 
-bench: install-test
+bench: install
 	$(BIN)/python -m bench
 
 clean:

@@ -216,7 +216,7 @@ def _path_2d_figure(
     ax.plot(*path.T, color="tab:red", lw=1.2, marker="o", ms=3, markevery=every, label="path")
     where = f" {_point(marks[0])}" if len(marks) == 1 else ""
     ax.plot(*np.array(marks).T, **_LANDMARK, label=label + where)
-    _mark_ends(ax, path, 2)
+    _mark_ends(ax, path, 2, _last_step(points, path, losses))
     ax.set(xlim=(x[0], x[-1]), ylim=(y[0], y[-1]), xlabel="x", ylabel="y", aspect="equal")
     ax.set_title(f"the path over the contours of f = {objective['type']}", fontsize="medium")
     _loss_panel(ax_f, losses)
@@ -241,7 +241,7 @@ def _path_1d_figure(
     dots = ax.scatter(xs, f(xs), c=np.arange(len(xs)), cmap="plasma", s=22, zorder=3, label=label)
     bar = fig.colorbar(dots, ax=ax, label="step k", pad=0.02, shrink=0.9)
     bar.locator = MaxNLocator(integer=True)
-    _mark_ends(ax, np.column_stack([xs, f(xs)]), 1)
+    _mark_ends(ax, np.column_stack([xs, f(xs)]), 1, _last_step(points, xs, losses))
     ax.set(xlabel="x", ylabel="f(x)")
     ax.set_title(f"the path on f = {objective['type']}", fontsize="medium")
     ax.grid(True, alpha=0.3)
@@ -307,13 +307,22 @@ def _nice(low: float, top: float, n: int) -> np.ndarray:
     return ticks[(ticks >= low) & (ticks <= top)]
 
 
-def _mark_ends(ax: Axes, path: np.ndarray, dims: int) -> None:
-    """The path's first point and its last, each a marker in the legend with its x."""
+def _mark_ends(ax: Axes, path: np.ndarray, dims: int, last_step: int | None) -> None:
+    """The path's first point and its last, each a marker in the legend with its x. A long
+    path comes thinned, so its last step is the loss curve's (`last_step`), not its length."""
     if len(path) == 0:
         return
     first, last = path[0], path[-1]
+    step = len(path) - 1 if last_step is None else last_step
     ax.plot(*first, **_START, label=f"start: x = {_point(first[:dims])}")
-    ax.plot(*last, **_END, label=f"end, step {len(path) - 1}: x = {_point(last[:dims])}")
+    ax.plot(*last, **_END, label=f"end, step {step}: x = {_point(last[:dims])}")
+
+
+def _last_step(
+    points: Sequence[Sequence[float]], path: np.ndarray, losses: tuple[Sequence[int], Any]
+) -> int | None:
+    """The step of the path's last point: the loss curve's last, unless points were dropped."""
+    return losses[0][-1] if losses[0] and len(path) == len(points) else None
 
 
 def _loss_panel(ax: Axes, losses: tuple[Sequence[int], Sequence[float | None]]) -> None:
@@ -378,6 +387,8 @@ def _sweep_figure(title: str, runs: Sequence[Mapping[str, Any]], *, name: str) -
     if not any(np.isfinite(a).any() for a in arrays):
         return _empty_figure(title, name)
     labels = override_labels([run.get("overrides") or {} for run in runs])
+    steps = [run["steps"] for run in runs]
+    min_step = min((s[0] for s in steps if s), default=0)
     outside = len(runs) > LEGEND_INSIDE_MAX
     # an outside legend widens the figure by about its own width, so the plot keeps its size
     extra = min(4.5, 0.6 + 0.068 * max(map(len, labels))) if outside else 0.0
@@ -385,17 +396,34 @@ def _sweep_figure(title: str, runs: Sequence[Mapping[str, Any]], *, name: str) -
     ax = fig.add_subplot()
     for i, (run, y, label) in enumerate(zip(runs, arrays, labels, strict=True)):
         style: dict[str, Any] = {"color": f"C{i % 10}", "ls": ["-", "--", ":", "-."][i // 10 % 4]}
-        if len(y) <= 30:  # a per-epoch series: few points, each marked
-            style.update(marker="o", markersize=3)
+        if len(y) <= 30:  # a per-epoch series: few points, each marked, over the long ones
+            style.update(marker="o", markersize=3, zorder=3)
         ax.plot(run["steps"], y, label=label, **style)
     if _wants_log(arrays):
         ax.set_yscale("log")
+    if _wants_log([np.array([s[-1] for s in steps if s], dtype=float)]) and min_step >= 1:
+        ax.set_xscale("log")  # 10 steps beside 10,000 (batch sizes): each its own decade
     ax.set(xlabel="step", ylabel=name)
     fig.suptitle(f"{_cut(title, TITLE_MAX)}: {name}")
     ax.grid(True, alpha=0.3)
     where = {"loc": "outside right upper"} if outside else {"loc": "best", "framealpha": 0.85}
     (fig if outside else ax).legend(fontsize="small", title="overrides", **where)
     return fig
+
+
+def gaps(runs: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """The runs with each value less the smallest value of any run, that smallest value:
+    `f - f*` where every run reaches one optimum (the lasso's solvers), for a log axis. The
+    best point itself, now 0, is dropped from its run."""
+    arrays = [_values(run["values"]) for run in runs]
+    best = min((float(np.nanmin(a)) for a in arrays if np.isfinite(a).any()), default=0.0)
+    out = []
+    for run, y in zip(runs, arrays, strict=True):
+        keep = ~(y - best <= 0)  # NaN stays, a gap in the line
+        steps = [s for s, k in zip(run["steps"], keep, strict=True) if k]
+        values = [None if math.isnan(v) else v for v in (y - best)[keep].tolist()]
+        out.append({**run, "steps": steps, "values": values})
+    return out, best
 
 
 def override_labels(overrides: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -298,6 +298,13 @@ def test_path_1d_on_the_parabola() -> None:
     assert "start: x = 10" in labels
 
 
+def test_a_thinned_path_ends_at_the_last_step_of_its_loss() -> None:
+    points = [[10.0 * 0.8**k] for k in range(0, 5001, 5)]  # 1001 points of 5000 steps
+    losses = (list(range(0, 5001, 5)), [p[0] ** 2 for p in points])
+    fig = plots._path_1d_figure("x^2", {"type": "quadratic"}, points, losses)
+    assert any(t.startswith("end, step 5000: x = ") for t in legend_texts(fig.axes[2]))
+
+
 def test_paths_that_diverged_or_barely_started() -> None:
     rosenbrock = {"type": "rosenbrock"}
     cases = [
@@ -388,6 +395,49 @@ def test_sweep_legend_inside_for_few_runs_outside_for_many() -> None:
     assert legend.x0 >= axes.x1  # to the right of the plot
     flat = plots._sweep_figure("t", sweep_runs(2, spread=3.0), name="val_loss")
     assert flat.axes[0].get_yscale() == "linear"
+
+
+def test_sweep_of_runs_10_to_10000_steps_long_gets_a_log_step_axis() -> None:
+    runs = [
+        {"job_id": str(n), "overrides": {"batch_size": b}, "steps": list(range(1, n + 1)),
+         "values": decaying(n, 10.0, 0.01)}
+        for n, b in [(10, None), (10_000, 1), (100, 100)]
+    ]  # fmt: skip
+    fig = plots._sweep_figure("batch sizes", runs, name="loss")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    # the short run's marked points are drawn over the long run's noise
+    assert ax.get_lines()[0].get_zorder() > ax.get_lines()[1].get_zorder()
+    same = plots._sweep_figure("lr sweep", sweep_runs(3), name="loss")
+    assert same.axes[0].get_xscale() == "linear"
+    # a minimize sweep starts at step 0: no log axis for it
+    from_zero = [run | {"steps": [0, *run["steps"][1:]]} for run in runs]
+    assert plots._sweep_figure("s", from_zero, name="loss").axes[0].get_xscale() == "linear"
+
+
+def test_sweep_plot_of_the_gap_to_the_best(client: TestClient, worker: Worker) -> None:
+    grid = {"optimizer": [{"type": "sgd", "lr": 0.01}, {"type": "adam", "lr": 0.05}]}
+    sweep = client.post("/sweeps", json={"base": fit_spec(), "grid": grid}).json()
+    while worker.run_one():
+        pass
+    response = client.get(f"/sweeps/{sweep['id']}/plot.png", params={"gap": "true"})
+    assert response.status_code == 200 and response.content.startswith(PNG_MAGIC)
+    assert client.get(f"/sweeps/{sweep['id']}/plot.png?gap=perhaps").status_code == 422
+
+
+def test_gaps_to_the_best_value_of_any_run() -> None:
+    runs = [
+        {"job_id": "a", "overrides": {}, "steps": [1, 2, 3, 4], "values": [5.0, 2.0, 1.5, 1.5]},
+        {"job_id": "b", "overrides": {}, "steps": [1, 2, 3], "values": [4.0, None, 1.5001]},
+    ]
+    gapped, best = plots.gaps(runs)
+    assert best == 1.5
+    assert gapped[0]["steps"] == [1, 2] and gapped[0]["values"] == [3.5, 0.5]  # 0 dropped
+    assert gapped[1]["steps"] == [1, 2, 3] and gapped[1]["values"][:2] == [2.5, None]
+    assert gapped[1]["values"][2] == pytest.approx(1e-4)
+    fig = plots._sweep_figure("lasso", gapped, name="loss − best (1.5)")
+    assert fig.axes[0].get_yscale() == "log"
+    assert plots.gaps([]) == ([], 0.0)
 
 
 def test_sweep_png_and_no_points() -> None:

@@ -95,11 +95,22 @@ def get_sweep_curves(
 
 @router.get("/{sweep_id}/plot.png", response_class=Response, responses={**PNG, **NOT_FOUND})
 def get_sweep_plot(
-    sweep_id: SweepId, engine: EngineDep, owner: OwnerDep, name: SeriesName = "loss"
+    sweep_id: SweepId,
+    engine: EngineDep,
+    owner: OwnerDep,
+    name: SeriesName = "loss",
+    gap: Annotated[
+        bool,
+        Query(description="draw each value less the smallest of any run (f - f*), on a log axis"),
+    ] = False,
 ) -> Response:
     """Every run's curve on one axis, with a legend of their grid values."""
     row, runs = sweeps.read_curves(
         engine, sweep_id=sweep_id, owner=owner, name=name, after=None, points=CURVE_POINTS
     )
-    png = plots.sweep_curves_png(row.name or f"sweep {row.id}", runs, name=name)
+    label = name
+    if gap:
+        runs, best = plots.gaps(runs)
+        label = f"{name} − best ({best:.6g})"
+    png = plots.sweep_curves_png(row.name or f"sweep {row.id}", runs, name=label)
     return Response(png, media_type="image/png")

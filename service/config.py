@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(default=0.2, gt=0)
     #: seconds between saves of a running job's parameters
     parameters_seconds: float = Field(default=2.0, gt=0)
+    #: runs of one sweep a worker trains together as one batched computation (1: one at a time)
+    group_runs: int = Field(default=64, ge=1)
     #: seconds between checkpoints of a running job (what a worker's death can cost)
     checkpoint_seconds: float = Field(default=5.0, ge=0)
 

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from worker.training.data import load as load_data
 from worker.training.errors import Diverged, Interrupted, InvalidJob, TimedOut
 from worker.training.loop import RunOptions, train
 from worker.training.minimize import minimize
+from worker.training.vectorized import group_key, train_many
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,99 @@ class Worker:
         if claimed is None:
             return False
         log.info("job %s claimed", claimed.id)
-        self._run(claimed)
+        siblings = self._claim_siblings(claimed)
+        if siblings:
+            for sibling in siblings:
+                log.info("job %s claimed", sibling.id)
+            log.info("training %d runs of a sweep together", 1 + len(siblings))
+            self._run_group([claimed, *siblings])
+        else:
+            self._run(claimed)
         return True
 
+    def _claim_siblings(self, lead: jobs.Claimed) -> list[jobs.Claimed]:
+        """Queued runs of `lead`'s sweep that can train together with it, claimed."""
+        most = self.settings.group_runs - 1
+        key = _group_key(lead.spec)
+        if most < 1 or lead.checkpoint is not None or key is None:
+            return []
+        return jobs.claim_siblings(
+            self.engine,
+            lead=lead,
+            worker_id=self.id,
+            lease_seconds=self.settings.lease_seconds,
+            has_gpu=self.has_gpu,
+            accept=lambda raw: _group_key(raw) == key,
+            most=most,
+        )
+
     def _run(self, claimed: jobs.Claimed) -> None:
-        end: dict[str, object]
-        recorder = DatabaseRecorder(
+        recorder = self._recorder(claimed)
+        try:
+            spec, arrays = self._spec_and_data(claimed.spec)
+            device = self.resolve_device(spec.device)
+            resume = claimed.checkpoint
+            if resume is not None:
+                log.info("job %s resumes from its checkpoint", claimed.id)
+            with recorder:
+                if isinstance(spec, MinimizeSpec):
+                    result = minimize(
+                        spec, recorder, device=device, options=self._options(), resume=resume
+                    )
+                else:
+                    data = load_data(spec, arrays=arrays) if arrays is not None else None
+                    result = train(
+                        spec,
+                        recorder,
+                        device=device,
+                        options=self._options(),
+                        data=data,
+                        resume=resume,
+                    )
+            end = _succeeded(result)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job, not the worker
+            end = self._failure(claimed, exc, recorder)
+        self._end(claimed, end)
+
+    def _run_group(self, claims: list[jobs.Claimed]) -> None:
+        """Train runs of one sweep together; each job ends as soon as its run does."""
+        recorders = [self._recorder(claimed) for claimed in claims]
+        ended: set[int] = set()
+
+        def done(i: int, outcome: dict[str, Any] | Exception) -> None:
+            try:
+                recorders[i].close()  # every point written before the job reads finished
+            except Exception as exc:  # noqa: BLE001 - the run's own failure
+                outcome = exc
+            if isinstance(outcome, dict):
+                end = _succeeded(outcome)
+            else:
+                end = self._failure(claims[i], outcome, recorders[i])
+            self._end(claims[i], end)
+            ended.add(i)
+
+        try:
+            parsed = [self._spec_and_data(claimed.spec) for claimed in claims]
+            fit_specs = [spec for spec, _ in parsed if isinstance(spec, FitSpec)]
+            device = self.resolve_device(fit_specs[0].device)
+            with ExitStack() as stack:
+                for recorder in recorders:
+                    stack.enter_context(recorder)
+                train_many(
+                    fit_specs,
+                    recorders,
+                    device=device,
+                    options=self._options(),
+                    arrays=parsed[0][1],
+                    on_done=done,
+                )
+        except Exception as exc:  # noqa: BLE001 - no run's own: it ends every run left
+            for i, claimed in enumerate(claims):
+                if i not in ended:
+                    self._end(claimed, self._failure(claimed, exc, recorders[i]))
+
+    def _recorder(self, claimed: jobs.Claimed) -> DatabaseRecorder:
+        return DatabaseRecorder(
             self.engine,
             job_pk=claimed.pk,
             worker_id=self.id,
@@ -106,39 +195,26 @@ class Worker:
             heartbeat_seconds=self.settings.heartbeat_seconds,
             shutdown=self.stop,
         )
-        try:
-            spec, arrays = self._spec_and_data(claimed.spec)
-            device = self.resolve_device(spec.device)
-            options = RunOptions(
-                flush_seconds=self.settings.flush_seconds,
-                parameters_seconds=self.settings.parameters_seconds,
-                time_limit=self.settings.max_job_seconds,
-                checkpoint_seconds=self.settings.checkpoint_seconds,
-            )
-            resume = claimed.checkpoint
-            if resume is not None:
-                log.info("job %s resumes from its checkpoint", claimed.id)
-            with recorder:
-                if isinstance(spec, MinimizeSpec):
-                    result = minimize(spec, recorder, device=device, options=options, resume=resume)
-                else:
-                    data = load_data(spec, arrays=arrays) if arrays is not None else None
-                    result = train(
-                        spec, recorder, device=device, options=options, data=data, resume=resume
-                    )
-            end = {"status": JobStatus.succeeded, "result": result}
-        except Interrupted:
-            end = self._interrupted(recorder.reason)
-        except Diverged as exc:
-            end = _failed("diverged", str(exc))
-        except TimedOut as exc:
-            end = _failed("timeout", str(exc))
-        except (InvalidJob, ValidationError) as exc:
-            end = _failed("invalid", str(exc))
-        except Exception as exc:  # noqa: BLE001 - any other failure ends the job, not the worker
-            log.exception("job %s failed", claimed.id)
-            end = _failed("internal", f"{type(exc).__name__}: {exc}")
-        self._end(claimed, end)
+
+    def _options(self) -> RunOptions:
+        return RunOptions(
+            flush_seconds=self.settings.flush_seconds,
+            parameters_seconds=self.settings.parameters_seconds,
+            time_limit=self.settings.max_job_seconds,
+            checkpoint_seconds=self.settings.checkpoint_seconds,
+        )
+
+    def _failure(
+        self, claimed: jobs.Claimed, exc: BaseException, recorder: DatabaseRecorder
+    ) -> dict[str, object]:
+        """How a run that raised `exc` ends."""
+        if isinstance(exc, Interrupted):
+            return self._interrupted(recorder.reason)
+        for kinds, kind in _FAILURES:
+            if isinstance(exc, kinds):
+                return _failed(kind, str(exc))
+        log.error("job %s failed", claimed.id, exc_info=exc)
+        return _failed("internal", f"{type(exc).__name__}: {exc}")
 
     def _spec_and_data(
         self, raw: dict[str, Any]
@@ -203,3 +279,23 @@ def _warm_up() -> None:
 
 def _failed(kind: str, message: str) -> dict[str, object]:
     return {"status": JobStatus.failed, "error": {"type": kind, "message": message}}
+
+
+def _succeeded(result: dict[str, Any]) -> dict[str, object]:
+    return {"status": JobStatus.succeeded, "result": result}
+
+
+#: the errors that end a job with a type of its own; any other ends it `internal`
+_FAILURES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
+    (Diverged, "diverged"),
+    (TimedOut, "timeout"),
+    ((InvalidJob, ValidationError), "invalid"),
+]
+
+
+def _group_key(raw: dict[str, Any]) -> str | None:
+    """The stored spec's `group_key`: None where it cannot train in a group."""
+    try:
+        return group_key(job_spec_adapter.validate_python(raw))
+    except ValidationError:
+        return None

@@ -47,6 +47,11 @@ class Pending:
     def drain(self) -> tuple[Chunk, int | None]:
         """The chunk of whole steps, and the step whose loss was not finite, if one was."""
         losses = torch.stack(self.losses).double().cpu().numpy() if self.losses else np.empty(0)
+        return self.drain_fetched(losses)
+
+    def drain_fetched(self, losses: np.ndarray) -> tuple[Chunk, int | None]:
+        """`drain`, the pending losses (of the steps from `first` on) being on the host already:
+        a vectorised group fetches all its runs' losses at once, then drains each run here."""
         bad = np.flatnonzero(~np.isfinite(losses))
         good = int(bad[0]) if len(bad) else len(losses)
         end = self.first + good  # the first step not to record
@@ -56,18 +61,18 @@ class Pending:
         if good:
             self.last = float(losses[good - 1])
             self.best = min(self.best, float(losses[:good].min()))
-        self._drain_metrics(chunk, end)
-        self._drain_points(chunk, end)
+        # whatever waits for a step after the ones drained (a later step's metric) stays
+        after = self.first + len(losses)
+        self._drain_metrics(chunk, end, after)
+        self._drain_points(chunk, end, after)
         chunk.epoch = self.epochs_sent
-        self.first += len(losses)
+        self.first = after
         self.losses = []
         return chunk, (end if len(bad) else None)
 
-    def _drain_metrics(self, chunk: Chunk, end: int) -> None:
+    def _drain_metrics(self, chunk: Chunk, end: int, after: int) -> None:
         ready = [(step, m) for step, m in self.metrics if step < end]
-        self.metrics = [
-            (step, m) for step, m in self.metrics if step >= self.first + len(self.losses)
-        ]
+        self.metrics = [(step, m) for step, m in self.metrics if step >= after]
         for step, metrics in ready:
             values = {name: float(value) for name, value in metrics.items()}
             finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
@@ -76,11 +81,9 @@ class Pending:
             self.epochs_sent += 1
             self.latest_metrics = {k: v for k, v in finite.items() if k != "lr"}
 
-    def _drain_points(self, chunk: Chunk, end: int) -> None:
+    def _drain_points(self, chunk: Chunk, end: int, after: int) -> None:
         ready = [(step, p) for step, p in self.points if step < end]
-        self.points = [
-            (step, p) for step, p in self.points if step >= self.first + len(self.losses)
-        ]
+        self.points = [(step, p) for step, p in self.points if step >= after]
         if ready:
             rows = torch.stack([p for _, p in ready]).double().cpu().tolist()
             chunk.trajectory.extend(zip([step for step, _ in ready], rows, strict=True))

@@ -42,7 +42,9 @@ BETA = {"Authorization": "Bearer beta"}
 
 @pytest.fixture
 def worker(settings: Settings) -> Worker:
-    return Worker(settings, device="cpu")
+    """A worker that takes one job at a time, so a test can stop between runs; runs trained
+    as a group have tests of their own (tests/e2e/test_grouped_sweep.py)."""
+    return Worker(settings.model_copy(update={"group_runs": 1}), device="cpu")
 
 
 def make(client: TestClient, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -118,8 +118,11 @@ class Objective:
 
     def backward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Backpropagate the objective (less l1 if proximal); return its full value."""
-        smooth = self.data_loss(out, y) + self.l2_term()
-        if not self.prox_l1:
+        # a zero penalty adds no autograd op: per-step cost shows on tiny batches
+        smooth = self.data_loss(out, y)
+        if self.l2:
+            smooth = smooth + self.l2_term()
+        if self.l1 and not self.prox_l1:
             smooth = smooth + self.l1_term()
         smooth.backward()
         value = smooth.detach()

@@ -34,9 +34,11 @@ class MLP(nn.Module):
         self.activation_name = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = self.activation(layer(x))
-        return self.layers[-1](x)
+        # no `self.layers[:-1]`: slicing builds a new ModuleList on every call
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == last else self.activation(layer(x))
+        return x
 
 
 def build(

@@ -1,54 +1,55 @@
-"""`make bench`: every benchmark, with its figures printed and written to bench/results.md."""
+"""`make bench`: every benchmark, each row printed as it is measured, then bench/results.md.
+
+`python -m bench --quick` (or BENCH_QUICK=1) runs each at tiny sizes in a minute or two, to
+check that they all work; its figures are not comparable with the targets.
+"""
 
 from __future__ import annotations
 
-import platform
-from datetime import date
+import argparse
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import torch
-
-from bench import overhead, queue, recording
+from bench import load, overhead, queue, store, sweeps
+from bench.report import Row, markdown, not_measured, text
 
 RESULTS = Path(__file__).parent / "results.md"
 
+#: (name, the rows it measures), in the issue's order
+BENCHMARKS: list[tuple[str, Callable[[bool], Iterator[Row]]]] = [
+    ("1-2. training overhead and data loading", overhead.rows),
+    ("3. metric store", store.rows),
+    ("4. queue", queue.rows),
+    ("5. sweeps vectorised", sweeps.rows),
+    ("6. API under load", load.rows),
+]
+
 
 def main() -> None:
-    rows = []
-    o = overhead.measure()
-    rows.append(
-        (
-            "digits MLP [128], Adam, batch 64: service / plain PyTorch steps per second",
-            f"{o['service_steps_per_s']:.0f} / {o['plain_steps_per_s']:.0f} = {o['ratio']:.3f}",
-        )
-    )
-    r = recording.measure()
-    rows.append(
-        (
-            f"{r['steps']:,} steps, batch 1: curve discarded / curve stored in SQLite, speed",
-            f"{r['discarded_s']:.2f} s / {r['stored_s']:.2f} s = {r['ratio']:.3f}",
-        )
-    )
-    q = queue.measure()
-    rows.append(
-        (
-            "POST to running, idle worker, SQLite",
-            f"median {q['median_ms']:.1f} ms, p90 {q['p90_ms']:.1f} ms",
-        )
-    )
-    machine = (
-        f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
-    lines = [
-        f"Measured {date.today()} on {machine}.",
-        "",
-        "| benchmark | figure |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.write_text(text)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check it all runs")
+    args = parser.parse_args()
+    quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    rows: list[Row] = []
+    started = time.perf_counter()
+    for name, measure in BENCHMARKS:
+        section = time.perf_counter()
+        try:
+            for row in measure(quick):
+                print(text(row), flush=True)
+                rows.append(row)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
+            traceback.print_exc()
+            row = not_measured(name, f"{type(exc).__name__}: {exc}")
+            print(text(row), flush=True)
+            rows.append(row)
+        print(f"({name}: {time.perf_counter() - section:.0f} s)", flush=True)
+    table = markdown(rows, quick=quick)
+    RESULTS.write_text(table)
+    print(f"\n{table}\nwritten to {RESULTS} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The API under load: hundreds of concurrent curve polls while two workers train.
+
+The pollers run in a second process (bench/load_client.py). The reference is one poller
+alone, on the same service in the same state, just before.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from bench.report import Row
+from bench.service import running_service
+
+#: the digits MLP for longer than the test runs (it is cancelled at the end)
+TRAINING: dict[str, Any] = {
+    "model": {"type": "mlp", "hidden": [128], "activation": "relu"},
+    "data": {"type": "digits"},
+    "optimizer": {"type": "adam", "lr": 0.001},
+    "batch_size": 64,
+    "epochs": 5000,
+    "device": "cpu",
+}
+
+
+def _client(
+    port: int, jobs: list[str], pollers: int, interval: float, seconds: float
+) -> dict[str, float]:
+    argv = [sys.executable, "-m", "bench.load_client", "--port", str(port)]
+    argv += ["--jobs", ",".join(jobs), "--pollers", str(pollers)]
+    argv += ["--interval", str(interval), "--seconds", str(seconds)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load client failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def _start_training(client: httpx.Client, count: int) -> list[str]:
+    ids = [client.post("/jobs", json={**TRAINING, "seed": s}).json()["id"] for s in range(count)]
+    while any(client.get(f"/jobs/{i}").json()["status"] == "queued" for i in ids):
+        time.sleep(0.1)
+    return ids
+
+
+def measure(pollers: int, seconds: float) -> dict[str, dict[str, float]]:
+    """One poller back to back, then `pollers` once a second each, while two jobs train."""
+    with running_service(workers=2) as client:
+        jobs = _start_training(client, 2)
+        port = client.base_url.port
+        assert port is not None
+        out = {
+            "one": _client(port, jobs, 1, 0.0, seconds / 3),
+            "many": _client(port, jobs, pollers, 1.0, seconds),
+        }
+        if any(client.get(f"/jobs/{i}").json()["status"] != "running" for i in jobs):
+            raise RuntimeError("a training job ended before the load test did")
+        for job_id in jobs:
+            client.post(f"/jobs/{job_id}/cancel")
+    return out
+
+
+def rows(quick: bool) -> Iterator[Row]:
+    pollers, seconds = (50, 3.0) if quick else (300, 15.0)
+    m = measure(pollers, seconds)
+    many, one = m["many"], m["one"]
+
+    def figure(r: dict[str, float], who: str) -> str:
+        return (
+            f"{r['per_s']:,.0f} req/s, p50 {r['p50_s'] * 1000:.1f} ms, "
+            f"p99 {r['p99_s'] * 1000:.1f} ms ({who}; {r['errors']:.0f} errors)"
+        )
+
+    yield Row(
+        f"6. API under load: curve polls for {seconds:.0f} s while 2 workers train the digits MLP",
+        figure(many, f"{pollers} pollers, each once a second"),
+        figure(one, "1 poller, back to back"),
+        f"{many['p50_s'] / one['p50_s']:.1f} (p50 latency)",
+    )

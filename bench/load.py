@@ -73,7 +73,7 @@ def rows(quick: bool) -> Iterator[Row]:
     def figure(r: dict[str, float], who: str) -> str:
         return (
             f"{r['per_s']:,.0f} req/s, p50 {r['p50_s'] * 1000:.1f} ms, "
-            f"p99 {r['p99_s'] * 1000:.1f} ms ({who}; {r['errors']:.0f} errors)"
+            f"p99 {r['p99_s'] * 1000:.1f} ms ({who}; {r['errors']:.0f} errors{_kinds(r)})"
         )
 
     yield Row(
@@ -82,3 +82,8 @@ def rows(quick: bool) -> Iterator[Row]:
         figure(one, "1 poller, back to back"),
         f"{many['p50_s'] / one['p50_s']:.1f} (p50 latency)",
     )
+
+
+def _kinds(result: dict[str, Any]) -> str:
+    kinds = result.get("error_kinds") or {}
+    return ": " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) if kinds else ""

@@ -17,6 +17,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,7 +31,8 @@ MAX_REQUESTS = 100_000
 class Tally:
     deadline: float
     budget: int = MAX_REQUESTS
-    errors: int = 0
+    #: failed requests by kind: the exception's name, or the status code
+    errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
 
@@ -43,8 +45,10 @@ async def follow(client: httpx.AsyncClient, job_id: str, interval: float, tally:
         try:
             response = await client.get(f"/jobs/{job_id}/curves", params=params)
             response.raise_for_status()
-        except httpx.HTTPError:
-            tally.errors += 1
+        except httpx.HTTPStatusError as exc:
+            tally.errors[str(exc.response.status_code)] += 1
+        except httpx.HTTPError as exc:
+            tally.errors[type(exc).__name__] += 1
         else:
             tally.latencies.append(time.perf_counter() - started)
             steps = orjson.loads(response.content)["series"].get("loss", {}).get("steps")
@@ -67,7 +71,8 @@ async def run(
     cuts = statistics.quantiles(tally.latencies, n=100, method="inclusive")
     return {
         "requests": len(tally.latencies),
-        "errors": tally.errors,
+        "errors": sum(tally.errors.values()),
+        "error_kinds": dict(tally.errors),
         "seconds": elapsed,
         "per_s": len(tally.latencies) / elapsed,
         "p50_s": cuts[49],

@@ -144,6 +144,17 @@ def fit_spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
+#: a job long enough to be seen running and to be cancelled: ~72,000 steps of batch size 1
+LONG = {
+    "model": {"type": "mlp", "hidden": [32]},
+    "data": {"type": "digits"},
+    "optimizer": {"type": "sgd", "lr": 0.01},
+    "batch_size": 1,
+    "epochs": 50,
+    "device": "cpu",
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

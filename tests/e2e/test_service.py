@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import (
+    LONG,
     Service,
     both_backends,
     fit_spec,
@@ -30,16 +31,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-#: a job long enough to be seen running and to be cancelled: ~70,000 steps of batch size 1
-LONG = {
-    "model": {"type": "mlp", "hidden": [32]},
-    "data": {"type": "digits"},
-    "optimizer": {"type": "sgd", "lr": 0.01},
-    "batch_size": 1,
-    "epochs": 50,
-    "device": "cpu",
-}
 
 
 def _pids_with(database: str) -> list[int]:

@@ -15,19 +15,10 @@ from typing import Any
 import pytest
 
 from service.client import Client, ClientError
-from tests.conftest import Service, fit_spec
+from tests.conftest import LONG, Service, fit_spec
 
 pytestmark = pytest.mark.e2e
 
-#: a job that runs for seconds: ~72,000 steps of batch size 1
-LONG = {
-    "model": {"type": "mlp", "hidden": [32]},
-    "data": {"type": "digits"},
-    "optimizer": {"type": "sgd", "lr": 0.01},
-    "batch_size": 1,
-    "epochs": 50,
-    "device": "cpu",
-}
 #: a job of ~2,000 steps: about a second, long enough to be seen moving
 MEDIUM = {**LONG, "batch_size": 2, "epochs": 3}
 

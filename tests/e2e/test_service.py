@@ -43,19 +43,20 @@ def _pids_with(database: str) -> list[int]:
 @both_backends
 def test_job_goes_queued_running_succeeded(start_service: Any) -> None:
     service: Service = start_service(workers=1)
-    job = service.submit({**LONG, "epochs": 2, "name": "watch me"})
+    # ~14,000 steps, a second or two: several flushes (every 0.2 s) for the polls to see
+    job = service.submit({**LONG, "epochs": 10, "name": "watch me"})
     assert job["status"] == "queued"
     running = service.wait(job["id"], {"running", "succeeded"})
     assert running["status"] == "running"
     steps_seen = []
     while (current := service.http.get(f"/jobs/{job['id']}").json())["status"] == "running":
         steps_seen.append(current["progress"]["step"])
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert current["status"] == "succeeded", current
     assert len(set(steps_seen)) >= 2, "progress should advance while the job runs"
-    assert current["progress"]["step"] == current["progress"]["total_steps"] == 2 * 1438
+    assert current["progress"]["step"] == current["progress"]["total_steps"] == 10 * 1438
     loss = service.http.get(f"/jobs/{job['id']}/curves", params={"names": "loss"}).json()
-    assert loss["series"]["loss"]["steps"] == list(range(1, 2 * 1438 + 1))
+    assert loss["series"]["loss"]["steps"] == list(range(1, 10 * 1438 + 1))
 
 
 @both_backends

@@ -338,7 +338,12 @@ def claim_siblings(
             .order_by(JobRow.pk)
             .with_for_update(skip_locked=True)
         ).all()
-        taken = [row for row in rows if accept(row.spec)][:most]
+        taken: list[Any] = []
+        for row in rows:
+            if len(taken) == most:
+                break
+            if accept(row.spec):
+                taken.append(row)
         _take(conn, [row.pk for row in taken], worker_id=worker_id, lease_seconds=lease_seconds)
     return [Claimed(pk=r.pk, id=r.id, spec=r.spec, attempts=r.attempts + 1) for r in taken]
 

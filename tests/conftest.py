@@ -193,6 +193,19 @@ class Service:
         return self.log.read_text()[-5000:]
 
 
+def post_to_running(service: Service, jobs: int = 15) -> list[float]:
+    """Seconds from each POST to its job running, one job at a time, sorted."""
+    waits = []
+    for i in range(jobs):
+        sent = time.monotonic()
+        job = service.submit(fit_spec(seed=i, epochs=1))
+        while service.http.get(f"/jobs/{job['id']}").json()["status"] == "queued":
+            pass
+        waits.append(time.monotonic() - sent)
+        service.wait(job["id"])
+    return sorted(waits)
+
+
 def start_process(
     args: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

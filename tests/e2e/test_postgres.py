@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_ADMIN_URL, Service, fit_spec, read_jobs
+from tests.conftest import POSTGRES_ADMIN_URL, Service, fit_spec, post_to_running, read_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["postgresql"])]
 
@@ -72,15 +72,7 @@ def test_idle_worker_wakes_on_notify(start_service: Any) -> None:
     """With the fallback poll pushed out to 30 s, only a notification wakes the worker fast."""
     service: Service = start_service(workers=1, env={"DESCENT_NOTIFY_FALLBACK_SECONDS": "30"})
     service.wait(service.submit(fit_spec())["id"])  # the worker is up, and idle
-    waits = []
-    for i in range(15):
-        sent = time.monotonic()
-        job = service.submit(fit_spec(seed=i, epochs=1))
-        while service.http.get(f"/jobs/{job['id']}").json()["status"] == "queued":
-            pass
-        waits.append(time.monotonic() - sent)
-        service.wait(job["id"])
-    waits.sort()
+    waits = post_to_running(service)
     median = waits[len(waits) // 2]
     print(
         f"postgresql, LISTEN/NOTIFY: POST to running, median of 15: {median * 1000:.1f} ms"

@@ -24,6 +24,7 @@ from tests.conftest import (
     both_backends,
     fit_spec,
     free_port,
+    post_to_running,
     read_jobs,
     start_process,
     stop_process,
@@ -192,15 +193,7 @@ def test_api_and_worker_started_separately(tmp_path: Path) -> None:
 def test_idle_worker_picks_up_quickly(start_service: Any) -> None:
     """Not a timing assertion: prints the figure, and checks it is not a one-second poll."""
     service: Service = start_service(workers=1)
-    waits = []
-    for i in range(15):
-        sent = time.monotonic()
-        job = service.submit(fit_spec(seed=i, epochs=1))
-        while service.http.get(f"/jobs/{job['id']}").json()["status"] == "queued":
-            pass
-        waits.append(time.monotonic() - sent)
-        service.wait(job["id"])
-    waits.sort()
+    waits = post_to_running(service)
     median = waits[len(waits) // 2]
     print(f"POST to running, median of {len(waits)}: {median * 1000:.1f} ms")
     assert median < 0.5

@@ -29,12 +29,19 @@ TRAINING: dict[str, Any] = {
 }
 
 
+def client_argv(
+    port: int, jobs: list[str], pollers: int, interval: float, seconds: float
+) -> list[str]:
+    """The command line of bench/load_client.py."""
+    argv = [sys.executable, "-m", "bench.load_client", "--port", str(port)]
+    argv += ["--jobs", ",".join(jobs), "--pollers", str(pollers)]
+    return argv + ["--interval", str(interval), "--seconds", str(seconds)]
+
+
 def _client(
     port: int, jobs: list[str], pollers: int, interval: float, seconds: float
 ) -> dict[str, float]:
-    argv = [sys.executable, "-m", "bench.load_client", "--port", str(port)]
-    argv += ["--jobs", ",".join(jobs), "--pollers", str(pollers)]
-    argv += ["--interval", str(interval), "--seconds", str(seconds)]
+    argv = client_argv(port, jobs, pollers, interval, seconds)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"the load client failed: {done.stderr[-2000:]}")

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="one worker alone")
     worker.add_argument("--database-url", help=db_help)
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    worker.add_argument(
+        "--machine-workers",
+        type=_positive,
+        default=1,
+        help="workers sharing this machine's cores, among which torch's threads are divided "
+        "when DESCENT_TORCH_THREADS is 0 (`descent up` passes its --workers; default 1)",
+    )
     worker.set_defaults(func=cmd_worker)
     client_cli.add_commands(commands)  # submit, jobs, show, curves, cancel, sweep
     return parser
@@ -65,6 +72,13 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -91,9 +105,17 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.limits import cap_address_space
     from worker.main import Worker
+    from worker.priority import take_share
 
-    worker = Worker(_settings(args), device=args.device)
+    settings = _settings(args)
+    # before the worker touches torch: its inter-op threads can be set only until first used
+    share = take_share(settings, workers=args.machine_workers)
+    log.info("worker process: %d torch thread(s), nice %d", share.threads, share.nice)
+    worker = Worker(settings, device=args.device)
+    if not worker.has_gpu:  # a job past the budget then fails alone, not the whole worker
+        cap_address_space(int(settings.worker_memory))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping after handing back the running job", signum)
@@ -128,7 +150,11 @@ class Supervisor:
         return subprocess.Popen(argv, preexec_fn=_die_with_parent)  # noqa: PLW1509
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", "--device", self.args.device)
+        # each child divides the cores among this many workers (DESCENT_TORCH_THREADS=0)
+        machine_workers = str(max(1, self.args.workers))
+        return self._spawn(
+            "worker", "--device", self.args.device, "--machine-workers", machine_workers
+        )
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -141,7 +141,25 @@ class Client:
         return self._get(f"{_job(job_id)}/curves", names=names, after=after, points=points)
 
     def parameters(self, job_id: str) -> Json:
+        """`{"job_id", "step", "parameters": {name: nested lists}}`. A model past the service's
+        JSON limit raises ClientError 413: `download_parameters` takes any size."""
         return self._get(f"{_job(job_id)}/parameters")
+
+    def download_parameters(self, job_id: str, path: str | Path) -> int:
+        """Write the job's parameters to `path` as a safetensors file (read it with
+        `safetensors.torch.load_file`); answers their step. Streamed, so any size fits."""
+        path = Path(path)
+        part = path.with_name(path.name + ".part")  # no half-written file left at `path`
+        url = f"{_job(job_id)}/parameters"
+        with self.http.stream("GET", url, params={"format": "safetensors"}) as response:
+            if response.is_error:
+                response.read()
+                raise ClientError.from_response(response)
+            with part.open("wb") as file:
+                for block in response.iter_bytes():
+                    file.write(block)
+        part.replace(path)
+        return int(response.headers["X-Descent-Step"])
 
     def trajectory(self, job_id: str) -> Json:
         return self._get(f"{_job(job_id)}/trajectory")
@@ -161,10 +179,11 @@ class Client:
         """(job, new loss points) each time the job moves on, ending with the finished job."""
         last_step: int | None = None
         seen: Any = None
+        tag: str | None = None
         while True:
             # the job first: once it reads finished, the curve read after it holds every point
             job = self.job(job_id)
-            points = self._loss_points(job_id, after=last_step)
+            points, tag = self._new_loss_points(job_id, after=last_step, tag=tag)
             if points:
                 last_step = points[-1][0]
             state = (job["status"], job["progress"])
@@ -175,9 +194,23 @@ class Client:
                 return
             time.sleep(poll)
 
-    def _loss_points(self, job_id: str, after: int | None) -> list[Point]:
-        loss = self.curves(job_id, names="loss", after=after)["series"].get("loss")
-        return list(zip(loss["steps"], loss["values"], strict=True)) if loss else []
+    def _new_loss_points(
+        self, job_id: str, after: int | None, tag: str | None
+    ) -> tuple[list[Point], str | None]:
+        """The loss past step `after`, and its answer's ETag; none while `tag` is current (the
+        service answers 304 and sends no points)."""
+        params: dict[str, str | int] = {"names": "loss"}
+        if after is not None:
+            params["after"] = after
+        headers = {"If-None-Match": tag} if tag else {}
+        response = self.http.get(f"{_job(job_id)}/curves", params=params, headers=headers)
+        if response.status_code == 304:
+            return [], tag
+        if response.is_error:
+            raise ClientError.from_response(response)
+        loss = response.json()["series"].get("loss")
+        points = list(zip(loss["steps"], loss["values"], strict=True)) if loss else []
+        return points, response.headers.get("ETag")
 
     # datasets
 

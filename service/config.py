@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./descent.db"
+#: the share of the machine's memory a worker may use when DESCENT_WORKER_MEMORY is unset
+WORKER_MEMORY_SHARE = 0.5
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_worker_memory() -> ByteSize:
+    return ByteSize(int(machine_memory() * WORKER_MEMORY_SHARE))
 
 
 class Settings(BaseSettings):
@@ -44,6 +56,28 @@ class Settings(BaseSettings):
     max_job_seconds: float = Field(default=6 * 3600, gt=0)
     #: jobs one sweep may create: its grid's points
     max_sweep_jobs: int = Field(default=256, ge=1)
+    #: scalar parameters of a job's model (of one run: a sweep checks each of its points)
+    max_parameters: int = Field(default=50_000_000, ge=1)
+    #: classes of a classifier: labels are integers from 0 to max_classes - 1
+    max_classes: int = Field(default=10_000, ge=2)
+    #: rows times features of a job's data, generated or uploaded
+    max_values: int = Field(default=100_000_000, ge=1)
+    #: columns of an uploaded CSV
+    max_columns: int = Field(default=10_000, ge=2)
+    #: bytes of memory one worker may use for a job (its peak estimated at submission, enforced
+    #: in the worker); "8GiB" and the like are understood. Default: half the machine's memory
+    worker_memory: ByteSize = Field(default_factory=default_worker_memory, ge=1 << 26)
+    #: scalar parameters `GET /jobs/{id}/parameters` serves as JSON; larger models are a
+    #: `?format=safetensors` download
+    max_parameters_json: int = Field(default=1_000_000, ge=1)
+    #: a bearer token for /metrics alone (an operator's scraper); with DESCENT_API_TOKENS set,
+    #: /metrics needs this token or one of those
+    metrics_token: str = ""
+    #: torch's threads in each worker; 0: the cores less one (for the API), shared among the
+    #: workers `descent up` starts, at least 1
+    torch_threads: int = Field(default=0, ge=0)
+    #: how much lower than the API's a worker's CPU priority is (os.nice); 0 leaves it equal
+    worker_nice: int = Field(default=10, ge=0, le=19)
 
     @field_validator("database_url")
     @classmethod

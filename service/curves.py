@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, update
+import safetensors.numpy
+from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, select, update
 
 from service import jobs
 from service.db.engine import writing
@@ -37,7 +40,7 @@ def record(
     worker_id: str,
     chunk: ChunkLike,
     ids: dict[str, int],
-    parameters_json: str | None = None,
+    parameters: bytes | bytearray | None = None,
 ) -> bool:
     """Write a chunk if the worker still holds the job; `ids` caches the job's series ids.
 
@@ -67,8 +70,8 @@ def record(
                     for s, p in chunk.trajectory
                 ],
             )
-        if parameters_json is not None:
-            _save_parameters(conn, job_pk, chunk.step, parameters_json)
+        if parameters is not None:
+            _save_parameters(conn, job_pk, chunk.step, parameters)
         if chunk.checkpoint is not None:
             _save_checkpoint(conn, job_pk, chunk.step, chunk.epoch, chunk.checkpoint)
     return True
@@ -87,8 +90,8 @@ def _series_id(conn: Connection, job_pk: int, name: str) -> int:
     ).scalar_one()
 
 
-def _save_parameters(conn: Connection, job_pk: int, step: int, parameters_json: str) -> None:
-    values = {"step": step, "parameters": parameters_json}
+def _save_parameters(conn: Connection, job_pk: int, step: int, file: bytes | bytearray) -> None:
+    values = {"step": step, "scalars": scalars_in(file), "file": file}
     updated = conn.execute(
         update(ParametersRow).where(ParametersRow.job_pk == job_pk).values(**values)
     )
@@ -105,26 +108,100 @@ def _save_checkpoint(conn: Connection, job_pk: int, step: int, epoch: int, state
         conn.execute(insert(CheckpointRow).values(job_pk=job_pk, **values))
 
 
+class SeriesEnd(NamedTuple):
+    """A series of a job and the step of its last point (None while it has none)."""
+
+    id: int
+    name: str
+    last_step: int | None
+
+
+def _series_ends_query(named: bool) -> Select[int, str, int | None]:
+    last_step = (
+        select(func.max(CurvePointRow.step))
+        .where(CurvePointRow.series_id == CurveSeriesRow.id)
+        .scalar_subquery()
+    )
+    query = select(CurveSeriesRow.id, CurveSeriesRow.name, last_step).where(
+        CurveSeriesRow.job_pk == bindparam("job_pk")
+    )
+    if named:
+        query = query.where(CurveSeriesRow.name.in_(bindparam("names", expanding=True)))
+    return query.order_by(CurveSeriesRow.id)
+
+
+def _points_query(after: bool) -> Select[int, float | None]:
+    query = select(CurvePointRow.step, CurvePointRow.value).where(
+        CurvePointRow.series_id.in_(bindparam("ids", expanding=True))
+    )
+    if after:
+        query = query.where(CurvePointRow.step > bindparam("after"))
+    return query.order_by(CurvePointRow.series_id, CurvePointRow.step)
+
+
+# Built once: a poll is a few index look-ups, and building and hashing a statement each time
+# cost as much as running it.
+_SERIES_ENDS = {named: _series_ends_query(named) for named in (False, True)}
+_POINTS = {after: _points_query(after) for after in (False, True)}
+
+
+def series_ends(conn: Connection, *, job_pk: int, names: Sequence[str] | None) -> list[SeriesEnd]:
+    """A job's series (those named, or all), in the order they were made, with their last steps.
+
+    Points are only ever appended to a series in step order (a job sent back to the queue
+    drops the points past its checkpoint before it runs again), so a series whose last step
+    is unchanged has no new points. One query of index look-ups: what a poll's `ETag` is
+    made of.
+    """
+    params: dict[str, object] = {"job_pk": job_pk}
+    if names is not None:
+        params["names"] = list(names)
+    rows = conn.execute(_SERIES_ENDS[names is not None], params).all()
+    return [SeriesEnd._make(row) for row in rows]
+
+
+def most_points(series: Sequence[SeriesEnd], *, after: int | None) -> int:
+    """At most how many points `read_series` finds past `after`: steps are distinct integers,
+    from 0 up."""
+    first = 0 if after is None else after + 1
+    return sum(max(0, s.last_step - first + 1) for s in series if s.last_step is not None)
+
+
 def read(
     conn: Connection, *, job_pk: int, names: Sequence[str] | None, after: int | None
 ) -> dict[str, tuple[list[int], list[float | None]]]:
     """A job's series, each ordered by step, inside the caller's (snapshot) transaction."""
-    query = select(CurveSeriesRow.id, CurveSeriesRow.name).where(CurveSeriesRow.job_pk == job_pk)
-    if names is not None:
-        query = query.where(CurveSeriesRow.name.in_(names))
-    out: dict[str, tuple[list[int], list[float | None]]] = {}
-    for sid, name in conn.execute(query.order_by(CurveSeriesRow.id)).all():
-        points = select(CurvePointRow.step, CurvePointRow.value).where(
-            CurvePointRow.series_id == sid
-        )
-        if after is not None:
-            points = points.where(CurvePointRow.step > after)
-        result = conn.execute(points.order_by(CurvePointRow.step))
-        # the driver's own rows: SQLAlchemy's Row objects for a 100,000-point curve cost more
-        # than the fetch itself, and these two columns need no conversion
-        rows = result.cursor.fetchall()
-        result.close()
-        out[name] = ([r[0] for r in rows], [r[1] for r in rows])
+    return read_series(conn, series_ends(conn, job_pk=job_pk, names=names), after=after)
+
+
+def read_series(
+    conn: Connection, series: Sequence[SeriesEnd], *, after: int | None
+) -> dict[str, tuple[list[int], list[float | None]]]:
+    """The points of `series` past step `after`, all in one query, each series by step.
+
+    `series` must come from `series_ends` in the same (snapshot) transaction: each series'
+    points end at its last step, which is where the one list of rows is cut.
+    """
+    out: dict[str, tuple[list[int], list[float | None]]] = {s.name: ([], []) for s in series}
+    if not series:
+        return out
+    ordered = sorted(series)  # by id, as the rows come
+    params: dict[str, object] = {"ids": [s.id for s in ordered]}
+    if after is not None:
+        params["after"] = after
+    result = conn.execute(_POINTS[after is not None], params)
+    # the driver's own rows: SQLAlchemy's Row objects for a 100,000-point curve cost more
+    # than the fetch itself, and these two columns need no conversion
+    rows = result.cursor.fetchall()
+    result.close()
+    steps = [r[0] for r in rows]
+    start = 0
+    for one in ordered:
+        if one.last_step is None or (after is not None and one.last_step <= after):
+            continue  # no points past `after`: none of the rows are this series'
+        end = steps.index(one.last_step, start) + 1
+        out[one.name] = (steps[start:end], [r[1] for r in rows[start:end]])
+        start = end
     return out
 
 
@@ -138,11 +215,65 @@ def read_trajectory(conn: Connection, *, job_pk: int) -> tuple[list[int], list[s
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def read_parameters(conn: Connection, *, job_pk: int) -> tuple[int, str] | None:
+#: a safetensors file of no tensors: what a job that has saved no parameters yet is served
+NO_PARAMETERS = struct.pack("<Q", 8) + b"{}      "
+
+
+class SavedParameters(NamedTuple):
+    """A job's latest parameters, as stored."""
+
+    step: int
+    #: the scalars its tensors hold
+    scalars: int
+    #: the tensors as a safetensors file; None where it was left unread (`read_parameters`)
+    file: bytes | None
+
+
+def read_parameters(
+    conn: Connection, *, job_pk: int, max_scalars: int | None = None
+) -> SavedParameters | None:
+    """The job's latest parameters; their file only if it holds at most `max_scalars` scalars,
+    so a model too large to serve as JSON is never read to be refused."""
+    file: Any = ParametersRow.file
+    if max_scalars is not None:
+        file = case((ParametersRow.scalars <= max_scalars, ParametersRow.file))
     row = conn.execute(
-        select(ParametersRow.step, ParametersRow.parameters).where(ParametersRow.job_pk == job_pk)
+        select(ParametersRow.step, ParametersRow.scalars, file).where(
+            ParametersRow.job_pk == job_pk
+        )
     ).first()
-    return (row[0], row[1]) if row is not None else None
+    return SavedParameters(row[0], row[1], row[2]) if row is not None else None
+
+
+def safetensors_header(file: bytes | bytearray) -> dict[str, Any]:
+    """A safetensors file's tensors, `{name: {"dtype", "shape", "data_offsets"}}`, in the order
+    the file lists them (the worker writes a model's in `state_dict` order)."""
+    (length,) = struct.unpack_from("<Q", file)
+    header: dict[str, Any] = orjson.loads(bytes(file[8 : 8 + length]))
+    header.pop("__metadata__", None)
+    return header
+
+
+def scalars_in(file: bytes | bytearray) -> int:
+    return sum(math.prod(tensor["shape"]) for tensor in safetensors_header(file).values())
+
+
+def parameters_json(file: bytes) -> bytes:
+    """The tensors of a safetensors file as the JSON object `{name: nested lists}`; values
+    that are not finite as null."""
+    arrays = safetensors.numpy.load(file)
+    return orjson.dumps(
+        {name: _as_json_array(arrays[name]) for name in safetensors_header(file)},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def _as_json_array(array: np.ndarray) -> np.ndarray | float | int | bool:
+    # float32 widened, so each value is written as the exact float64 it is (as `tolist()` does),
+    # not as the shortest float32 text; twice as fast as `tolist()` all the same
+    if array.dtype.kind == "f":
+        array = array.astype(np.float64)
+    return array if array.ndim else array.item()  # orjson writes no 0-d arrays
 
 
 def thin(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, delete, insert, select
 
+from service.config import Settings
 from service.db.engine import reading, writing
 from service.db.models import DatasetRow, utcnow
 from service.errors import BadRequest, InvalidUpload, NotFound
@@ -26,6 +27,10 @@ from service.schemas.datasets import Dataset
 MAX_PAGE = 500
 #: longest column name, in characters (the target's name is stored in a column this wide)
 MAX_NAME = 200
+#: characters of a cell or a name an error message quotes
+QUOTED = 100
+#: columns an error message lists by name
+LISTED = 10
 
 # every column but the stored numbers, which only `load` reads
 _PUBLIC = [c for c in DatasetRow.__table__.c if c.name != "data"]
@@ -45,13 +50,29 @@ class Parsed:
 # --- parsing -----------------------------------------------------------------------------
 
 
-def parse_csv(raw: bytes, *, target: str | None, max_rows: int) -> Parsed:
+@dataclass(frozen=True)
+class Limits:
+    """How large an upload's table may be; past a limit the upload is refused as it is read."""
+
+    #: data rows (DESCENT_MAX_ROWS)
+    rows: int = Settings.model_fields["max_rows"].default
+    #: columns of the header, the target's among them (DESCENT_MAX_COLUMNS)
+    columns: int = Settings.model_fields["max_columns"].default
+    #: rows times features (DESCENT_MAX_VALUES)
+    values: int = Settings.model_fields["max_values"].default
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(rows=settings.max_rows, columns=settings.max_columns, values=settings.max_values)
+
+
+def parse_csv(raw: bytes, *, target: str | None, limits: Limits) -> Parsed:
     """A header row, then rows of finite numbers; `target` names y's column (default: last)."""
     reader = csv.reader(io.StringIO(_decode(raw), newline=""), strict=True)
     try:
-        columns = _header(next(reader, None))
+        columns = _header(next(reader, None), limits.columns)
         target_at = _target_index(columns, target)
-        flat = _numbers(reader, columns, max_rows)
+        flat = _numbers(reader, columns, limits)
     except csv.Error as exc:
         raise InvalidUpload(f"row {reader.line_num} is not valid CSV: {exc}") from exc
     table = np.frombuffer(flat, dtype=np.float64).reshape(-1, len(columns))
@@ -78,12 +99,18 @@ def _decode(raw: bytes) -> str:
         ) from None
 
 
-def _header(row: list[str] | None) -> list[str]:
+def _header(row: list[str] | None, max_columns: int) -> list[str]:
     if row is None:
         raise InvalidUpload("the file is empty: a header row naming the columns is required")
+    if len(row) > max_columns:
+        raise InvalidUpload(
+            f"the header (row 1) has {len(row)} columns; the limit is {max_columns}"
+            " (DESCENT_MAX_COLUMNS)"
+        )
     if not any(cell.strip() for cell in row):
         raise InvalidUpload("row 1 is blank: it must be the header, naming the columns")
     columns = [name.strip() for name in row]
+    seen: set[str] = set()  # a set, so that a wide header costs one look-up a column
     for i, name in enumerate(columns, start=1):
         if not name:
             raise InvalidUpload(f"column {i} of the header (row 1) has no name")
@@ -91,11 +118,12 @@ def _header(row: list[str] | None) -> list[str]:
             raise InvalidUpload(f"column {i}'s name has a NUL character")
         if len(name) > MAX_NAME:
             raise InvalidUpload(f"column {i}'s name is longer than {MAX_NAME} characters")
-        if name in columns[: i - 1]:
-            raise InvalidUpload(f"the header (row 1) names column {name!r} twice")
+        if name in seen:
+            raise InvalidUpload(f"the header (row 1) names column {_quote(name)} twice")
+        seen.add(name)
     if len(columns) < 2:
         raise InvalidUpload(
-            f"the file has one column ({columns[0]!r}); it needs the target and at least one"
+            f"the file has one column ({_quote(columns[0])}); it needs the target and at least one"
             " feature column"
         )
     return columns
@@ -105,16 +133,17 @@ def _target_index(columns: list[str], target: str | None) -> int:
     if target is None:
         return len(columns) - 1
     if target.strip() not in columns:
-        raise InvalidUpload(
-            f"no column {target!r}; the columns are {', '.join(repr(c) for c in columns)}"
-        )
+        raise InvalidUpload(f"no column {_quote(target)}; the columns are {_some(columns)}")
     return columns.index(target.strip())
 
 
-def _numbers(rows: Iterator[list[str]], columns: list[str], max_rows: int) -> array[float]:
+def _numbers(rows: Iterator[list[str]], columns: list[str], limits: Limits) -> array[float]:
     """The data rows' numbers, row after row, in one flat buffer; blank rows are skipped."""
     flat = array("d")
     width = len(columns)
+    # rows times features past DESCENT_MAX_VALUES, or rows past DESCENT_MAX_ROWS: whichever
+    # comes first ends the parse at that row
+    max_rows = min(limits.rows, limits.values // (width - 1))
     count = 0
     for number, row in enumerate(rows, start=2):
         try:
@@ -130,13 +159,23 @@ def _numbers(rows: Iterator[list[str]], columns: list[str], max_rows: int) -> ar
             _check_finite(values, number, columns)
         count += 1
         if count > max_rows:
-            raise InvalidUpload(
-                f"more than {max_rows} rows; the limit is {max_rows} (DESCENT_MAX_ROWS)"
-            )
+            raise _too_many(count, width - 1, limits)
         flat.extend(values)
     if count == 0:
         raise InvalidUpload("no rows: the file has a header (row 1) but no data rows")
     return flat
+
+
+def _too_many(count: int, features: int, limits: Limits) -> InvalidUpload:
+    if count > limits.rows:
+        return InvalidUpload(
+            f"more than {limits.rows} rows; the limit is {limits.rows} (DESCENT_MAX_ROWS)"
+        )
+    return InvalidUpload(
+        f"more than {limits.values} values: {count} rows of {features} features make"
+        f" {count * features}; the limit is {limits.values} rows times features"
+        " (DESCENT_MAX_VALUES)"
+    )
 
 
 def _bad_row(row: list[str], number: int, columns: list[str]) -> InvalidUpload:
@@ -149,16 +188,32 @@ def _bad_row(row: list[str], number: int, columns: list[str]) -> InvalidUpload:
         try:
             float(cell)
         except ValueError:
-            what = "is empty" if not cell.strip() else f"{cell!r} is not a number"
-            return InvalidUpload(f"row {number}, column {name!r}: {what} (the header is row 1)")
+            what = "is empty" if not cell.strip() else f"{_quote(cell)} is not a number"
+            return InvalidUpload(
+                f"row {number}, column {_quote(name)}: {what} (the header is row 1)"
+            )
     return InvalidUpload(f"row {number} could not be read")  # pragma: no cover
+
+
+def _quote(text: str) -> str:
+    """`text` as repr writes it, cut to QUOTED characters: a message never echoes a whole cell."""
+    if len(text) <= QUOTED:
+        return repr(text)
+    return f"{text[:QUOTED]!r}... ({len(text)} characters)"
+
+
+def _some(columns: list[str]) -> str:
+    """The first few columns' names, and how many more there are."""
+    named = ", ".join(_quote(c) for c in columns[:LISTED])
+    more = len(columns) - LISTED
+    return named if more <= 0 else f"{named} and {more} more"
 
 
 def _check_finite(values: list[float], number: int, columns: list[str]) -> None:
     for name, value in zip(columns, values, strict=True):
         if not math.isfinite(value):
             raise InvalidUpload(
-                f"row {number}, column {name!r}: {value} is not a finite number"
+                f"row {number}, column {_quote(name)}: {value} is not a finite number"
                 " (the header is row 1)"
             )
     # a sum of finite values can overflow to inf; then every value was fine
@@ -197,7 +252,7 @@ def find(conn: Connection, *, dataset_id: str, owner: str | None) -> Any:
     """The dataset's row without its numbers, or NotFound; inside the caller's transaction."""
     row = conn.execute(select(*_PUBLIC).where(_visible(dataset_id, owner))).first()
     if row is None:
-        raise NotFound(f"no dataset {dataset_id!r}")
+        raise NotFound(f"no dataset {_quote(dataset_id)}")
     return row
 
 
@@ -236,7 +291,7 @@ def list_page(
         query = query.where(DatasetRow.owner == owner)
     if cursor is not None:
         if not cursor.isdigit():
-            raise BadRequest(f"cursor {cursor!r} is not one this service gave out")
+            raise BadRequest(f"cursor {_quote(cursor)} is not one this service gave out")
         query = query.where(DatasetRow.pk < int(cursor))
     with reading(engine) as conn:
         rows = conn.execute(query).all()

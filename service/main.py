@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.limits import BodySizeLimit
 from service.api.main import api_router
 from service.api.metrics_middleware import instrument
-from service.api.responses import SafeJSONResponse, validation_error
+from service.api.responses import SafeJSONResponse, cut, validation_error
 from service.config import Settings, configure
 from service.db.engine import make_engine
 from service.db.migrate import migrate
@@ -42,6 +44,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_type, status in _STATUS.items():
         app.add_exception_handler(exc_type, _error_handler(status))
     app.include_router(api_router)
@@ -52,6 +55,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
 
 def _error_handler(status: int):  # type: ignore[no-untyped-def]
     async def handle(request: Request, exc: Exception) -> SafeJSONResponse:
-        return SafeJSONResponse({"detail": str(exc)}, status_code=status)
+        # the message may quote an id or a value the client sent: never more than a few
+        # hundred characters of it
+        return SafeJSONResponse({"detail": cut(str(exc))}, status_code=status)
 
     return handle
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer to an HTTPException, with a text detail cut as the others are."""
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.detail, str):
+        exc = StarletteHTTPException(exc.status_code, cut(exc.detail), exc.headers)
+    return await http_exception_handler(request, exc)

@@ -1,14 +1,15 @@
 """Prometheus metrics: job counts read from the database at scrape time, request latencies.
 
 Each app has its own registry (on `app.state.metrics`), so many apps in one process, as in
-the tests, do not clash in prometheus_client's global one.
+the tests, do not clash in prometheus_client's global one. The job figures are read for
+each scrape, of every job or of one owner's, so a token's scrape shows no other token's jobs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
@@ -19,13 +20,17 @@ from service.schemas.jobs import JobStatus
 
 
 class JobsCollector(Collector):
-    """Counts of the jobs table, read when Prometheus scrapes, so every API process agrees."""
+    """Counts of the jobs table, read when Prometheus scrapes, so every API process agrees.
 
-    def __init__(self, engine: Engine) -> None:
+    `owner` None counts every job; else only that owner's.
+    """
+
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
         self.engine = engine
+        self.owner = owner
 
     def collect(self) -> Iterator[Metric]:
-        by_status, steps = _read(self.engine)
+        by_status, steps = _read(self.engine, self.owner)
         jobs = GaugeMetricFamily("descent_jobs", "Jobs by status.", labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
@@ -43,19 +48,24 @@ class JobsCollector(Collector):
         )
 
 
-def _read(engine: Engine) -> tuple[dict[str, int], int]:
+def _read(engine: Engine, owner: str | None) -> tuple[dict[str, int], int]:
+    counts = select(JobRow.status, func.count()).group_by(JobRow.status)
+    steps = select(func.coalesce(func.sum(JobRow.step), 0))
+    if owner is not None:
+        counts, steps = counts.where(JobRow.owner == owner), steps.where(JobRow.owner == owner)
     with reading(engine) as conn:
-        rows = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
-        steps = conn.execute(select(func.coalesce(func.sum(JobRow.step), 0))).scalar_one()
-    return {status: count for status, count in rows}, int(steps)
+        rows = conn.execute(counts).all()
+        total = conn.execute(steps).scalar_one()
+    return {status: count for status, count in rows}, int(total)
 
 
 class Metrics:
     """An app's registry and the instruments the API itself updates."""
 
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        #: the API's own instruments: aggregate, by route template, so anyone may see them
         self.registry = CollectorRegistry()
-        self.registry.register(JobsCollector(engine))
         self.request_seconds = Histogram(
             "descent_http_request_duration_seconds",
             "Seconds from a request's arrival to the end of its answer (of the stream, for"
@@ -63,3 +73,9 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+
+    def exposition(self, owner: str | None) -> bytes:
+        """The text Prometheus reads: the jobs of `owner` (None: every job), then the API's."""
+        jobs = CollectorRegistry()
+        jobs.register(JobsCollector(self.engine, owner))
+        return generate_latest(jobs) + generate_latest(self.registry)

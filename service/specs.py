@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from service import datasets
+from service import costs, datasets
+from service.config import get_settings
 from service.errors import NotFound
 from service.schemas.datasets import Dataset
 from service.schemas.spec import (
@@ -16,6 +17,7 @@ from service.schemas.spec import (
     FitSpec,
     MinimizeSpec,
     job_spec_adapter,
+    locate_errors,
 )
 
 
@@ -50,4 +52,31 @@ def resolve(
 
 def prefixed(exc: ValidationError) -> list[dict[str, Any]]:
     """The errors as FastAPI reports a body's, located under `body`."""
-    return [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+    errors = locate_errors(exc.errors(include_url=False))
+    return [{**e, "loc": ("body", *e["loc"])} for e in errors]
+
+
+def no_trajectory(engine: Engine, raw: dict[str, Any], *, owner: str | None) -> str | None:
+    """Why a stored job keeps no trajectory, or None where it keeps one (minimize jobs, small
+    models over not too many epochs)."""
+    try:
+        spec = resolve(engine, job_spec_adapter.validate_python(raw), owner=owner)
+    except ValidationError:
+        return None  # its dataset is gone: nothing to say of its size
+    if not isinstance(spec, FitSpec) or spec.loss is None:
+        return None
+    parameters = costs.fit_cost(spec).parameters
+    if parameters > costs.TRAJECTORY_MAX_PARAMETERS:
+        return (
+            f"no trajectory: the model has {parameters} parameters, and a fit job keeps its "
+            f"parameters after every epoch only for models of at most "
+            f"{costs.TRAJECTORY_MAX_PARAMETERS}; GET /jobs/{{id}}/parameters has the latest ones"
+        )
+    values = parameters * (spec.epochs + 1)
+    limit = get_settings().max_values
+    if values > limit:
+        return (
+            f"no trajectory: {parameters} parameters after each of {spec.epochs} epochs make "
+            f"{values} values; the limit is {limit} (DESCENT_MAX_VALUES)"
+        )
+    return None

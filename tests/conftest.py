@@ -248,6 +248,53 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
         raise
 
 
+class Cluster:
+    """An API and workers started one by one, so a single worker can be killed."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.db_url = tmp, f"sqlite:///{tmp / 'cluster.db'}"
+        self.env = {"DESCENT_DATABASE_URL": self.db_url, **env}
+        self.log = tmp / "cluster.log"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.api = start_process(["api", "--port", str(port)], self.log, self.env)
+        wait_healthy(self.url, self.api, self.log)
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.workers: list[Any] = []
+
+    def worker(self, env: dict[str, str] | None = None) -> Any:
+        """Start a worker (with `env` on top of the cluster's) and wait until it is ready."""
+        ready = self.log.read_text().count(" ready (device")
+        proc = start_process(["worker", "--device", "cpu"], self.log, {**self.env, **(env or {})})
+        self.workers.append(proc)
+        deadline = time.monotonic() + 60
+        while self.log.read_text().count(" ready (device") == ready:
+            assert time.monotonic() < deadline and proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        return proc
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.http.get(f"/jobs/{job_id}").json()  # type: ignore[no-any-return]
+
+    def wait_until(self, job_id: str, ok: Any, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if ok(job):
+                return job
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} never got there: {job}\n{self.log.read_text()[-4000:]}")
+
+    def curve(self, job_id: str) -> dict[str, Any]:
+        return self.http.get(f"/jobs/{job_id}/curves").json()["series"]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.http.close()
+        for proc in [*self.workers, self.api]:
+            if proc.poll() is None:
+                stop_process(proc)
+
+
 @pytest.fixture
 def start_service(tmp_path: Path, backend: str) -> Iterator[Any]:
     """Call with `workers=N` to start `descent up` on a free port over a fresh database."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -23,8 +24,15 @@ from service.db.engine import make_engine
 from service.db.migrate import migrate
 from service.errors import NotFound
 from service.schemas.jobs import JobStatus
-from service.schemas.spec import DatasetData, FitSpec, MinimizeSpec, job_spec_adapter
+from service.schemas.spec import (
+    DatasetData,
+    FitSpec,
+    MinimizeSpec,
+    job_spec_adapter,
+    over_budget,
+)
 from service.wakeup import Waiter
+from worker import limits
 from worker.recorder import DatabaseRecorder
 from worker.training.data import load as load_data
 from worker.training.errors import Diverged, Interrupted, InvalidJob, TimedOut
@@ -111,6 +119,11 @@ class Worker:
         key = _group_key(lead.spec)
         if most < 1 or lead.checkpoint is not None or key is None:
             return []
+        cost = limits.estimate(lead.spec)
+        if cost is not None:  # the runs of a group are stacked: each adds its own peak
+            most = min(most, int(self.settings.worker_memory) // max(cost.peak_bytes, 1) - 1)
+            if most < 1:
+                return []
         return jobs.claim_siblings(
             self.engine,
             lead=lead,
@@ -126,6 +139,8 @@ class Worker:
         try:
             spec, arrays = self._spec_and_data(claimed.spec)
             device = self.resolve_device(spec.device)
+            if isinstance(spec, FitSpec):
+                limits.check_device(spec, device)
             resume = claimed.checkpoint
             if resume is not None:
                 log.info("job %s resumes from its checkpoint", claimed.id)
@@ -202,6 +217,7 @@ class Worker:
             parameters_seconds=self.settings.parameters_seconds,
             time_limit=self.settings.max_job_seconds,
             checkpoint_seconds=self.settings.checkpoint_seconds,
+            max_path_values=self.settings.max_values,
         )
 
     def _failure(
@@ -210,6 +226,13 @@ class Worker:
         """How a run that raised `exc` ends."""
         if isinstance(exc, Interrupted):
             return self._interrupted(recorder.reason)
+        if isinstance(exc, ValidationError) and (refusal := over_budget(exc)) is not None:
+            return _failed("resources", f"this worker cannot hold the job: {refusal}")
+        if limits.is_out_of_memory(exc):
+            gc.collect()  # what the failed job held, before the next job allocates
+            budget = int(self.settings.worker_memory)
+            log.warning("job %s ran out of memory: %s", claimed.id, exc)
+            return _failed("resources", limits.out_of_memory_message(exc, claimed.spec, budget))
         for kinds, kind in _FAILURES:
             if isinstance(exc, kinds):
                 return _failed(kind, str(exc))

@@ -3,6 +3,8 @@
 Writing happens off the training thread, so the loop never waits on SQLite or PostgreSQL.
 A second thread watches the job: it renews the lease and notices a cancel request or a job
 that is no longer this worker's, and `should_stop()` tells the loop at its next flush.
+Parameters still queued when newer ones arrive are dropped unwritten: only the latest are kept,
+and a large model's copies waiting on a slow database would otherwise pile up in memory.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import queue
 import threading
 import time
 
-import orjson
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -49,6 +50,9 @@ class DatabaseRecorder:
         self.reason: str | None = None
         self._series_ids: dict[str, int] = {}
         self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
+        #: the queued chunk whose parameters are the newest not yet taken by the writer
+        self._newest_parameters: Chunk | None = None
+        self._parameters_lock = threading.Lock()
         self._done = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="recorder-writer")
         self._watcher = threading.Thread(target=self._watch_loop, name="recorder-watch")
@@ -63,7 +67,19 @@ class DatabaseRecorder:
         self.close()
 
     def record(self, chunk: Chunk) -> None:
+        if chunk.parameters is not None:
+            with self._parameters_lock:
+                if self._newest_parameters is not None:
+                    self._newest_parameters.parameters = None  # superseded, never to be written
+                self._newest_parameters = chunk
         self._queue.put(chunk)
+
+    def _take_parameters(self, chunk: Chunk) -> bytes | bytearray | None:
+        """The chunk's parameters, unless newer ones were queued after it."""
+        with self._parameters_lock:
+            if self._newest_parameters is chunk:
+                self._newest_parameters = None
+            return chunk.parameters
 
     def should_stop(self) -> bool:
         if self.shutdown.is_set() and self.reason is None:
@@ -96,8 +112,7 @@ class DatabaseRecorder:
 
     def _record(self, chunk: Chunk) -> bool:
         """Write one chunk; one the database dropped the connection of is written again."""
-        params = chunk.parameters
-        parameters_json = orjson.dumps(params).decode() if params is not None else None
+        parameters = self._take_parameters(chunk)
         attempt = 1
         while True:
             known = dict(self._series_ids)  # not the ids of series a failed try created
@@ -108,7 +123,7 @@ class DatabaseRecorder:
                     worker_id=self.worker_id,
                     chunk=chunk,
                     ids=self._series_ids,
-                    parameters_json=parameters_json,
+                    parameters=parameters,
                 )
             except DBAPIError as exc:
                 self._series_ids = known

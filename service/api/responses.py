@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
 from service.schemas.errors import ErrorMessage
+from service.schemas.spec import locate_errors
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -59,19 +60,109 @@ class SafeJSONResponse(JSONResponse):
         return dumps(content)
 
 
+#: characters of a client's text (a field's value, a key, a path) an error answer echoes
+ECHOED = 200
+#: characters of an error's message, which may quote the client's text
+MESSAGE = 500
+#: items of a list or fields of an object an error answer echoes; a larger one is described
+ECHOED_ITEMS = 10
+#: errors one 422 lists; the others are counted in a last one
+LISTED_ERRORS = 20
+
+
 async def validation_error(request: Request, exc: Exception) -> SafeJSONResponse:
-    """FastAPI's usual 422 body, safe for any input it echoes: NaN, raw bytes, huge integers."""
+    """FastAPI's usual 422 body, safe for any input it echoes: NaN, raw bytes, huge integers.
+
+    However large the input, the answer stays small: each echoed value is cut to a few hundred
+    characters, and past LISTED_ERRORS errors the rest are only counted.
+    """
     assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(
-        exc.errors(),
-        custom_encoder={bytes: lambda b: b.decode("latin-1"), int: _echo_int, str: _echo_str},
+    errors = locate_errors(exc.errors())  # a rule between fields, at the field it names
+    listed = [_bounded(error) for error in errors[:LISTED_ERRORS]]
+    if len(errors) > LISTED_ERRORS:
+        listed.append(_left_out(errors[LISTED_ERRORS], len(errors) - LISTED_ERRORS))
+    content = jsonable_encoder(
+        listed,
+        custom_encoder={bytes: lambda b: b.decode("latin-1"), str: _echo_str},
     )
-    return SafeJSONResponse({"detail": errors}, status_code=422)
+    return SafeJSONResponse({"detail": content}, status_code=422)
 
 
-def _echo_int(n: int) -> int | str:
-    # orjson writes integers of at most 64 bits; a larger one a client sent goes back as digits
-    return n if -(2**63) <= n < 2**64 else str(n)
+def cut(text: str, limit: int = MESSAGE) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _bounded(error: Any) -> dict[str, Any]:
+    bounded = dict(error)
+    bounded["loc"] = [_echo(part) for part in error.get("loc", ())]
+    bounded["msg"] = cut(_quoting_less(str(error.get("msg", "")), error))
+    if "input" in error:
+        bounded["input"] = _echo(error["input"])
+    if isinstance(error.get("ctx"), dict):
+        bounded["ctx"] = {cut(str(k), ECHOED): _echo(v) for k, v in error["ctx"].items()}
+    return bounded
+
+
+def _quoting_less(msg: str, error: Any) -> str:
+    """`msg` with each long text of the error's input and context it quotes cut short.
+
+    So "Input tag '<10 MB>' ... expected tags: ..." keeps its end, which says what would do.
+    """
+    ctx = error.get("ctx")
+    quoted = [error.get("input"), *(ctx.values() if isinstance(ctx, dict) else ())]
+    for text in quoted:
+        if isinstance(text, str) and len(text) > ECHOED and text in msg:
+            msg = msg.replace(text, cut(text, ECHOED))
+    return msg
+
+
+def _left_out(first: Any, count: int) -> dict[str, Any]:
+    return {
+        "type": "too_many_errors",
+        "loc": [_echo(part) for part in first.get("loc", ())],
+        "msg": f"{count} more errors, from this one on, left out",
+    }
+
+
+def _echo(value: Any, depth: int = 0) -> Any:
+    """`value` as an error answer may echo it: text cut, large lists and objects described."""
+    if isinstance(value, bool | float) or value is None:
+        return value
+    if isinstance(value, int):
+        # orjson writes integers of at most 64 bits; a larger one goes back as its digits
+        return value if -(2**63) <= value < 2**64 else cut(str(value), ECHOED)
+    if isinstance(value, str):
+        return cut(value, ECHOED)
+    if isinstance(value, bytes):
+        return cut(value.decode("latin-1"), ECHOED)
+    if isinstance(value, dict):
+        return _echo_object(value, depth)
+    if isinstance(value, list | tuple | set | frozenset):
+        return _echo_list(list(value), depth)
+    return value  # an exception in `ctx` and the like: the encoder writes it as {}
+
+
+def _echo_list(items: list[Any], depth: int) -> Any:
+    summary = f"a list of {_count(len(items), 'item')}"
+    if len(items) > ECHOED_ITEMS or depth >= 2:
+        return summary
+    echoed = [_echo(item, depth + 1) for item in items]
+    return echoed if len(str(echoed)) <= ECHOED else summary
+
+
+def _echo_object(fields: dict[Any, Any], depth: int) -> Any:
+    summary = f"an object of {_count(len(fields), 'field')}"
+    if len(fields) > ECHOED_ITEMS or depth >= 2:
+        return summary
+    echoed = {cut(str(k), ECHOED): _echo(v, depth + 1) for k, v in fields.items()}
+    return echoed if len(str(echoed)) <= ECHOED else summary
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _echo_str(s: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -127,13 +128,16 @@ class CurvePointRow(Base):
 
 
 class ParametersRow(Base):
-    """The latest saved parameters of a job, as the JSON object the API serves."""
+    """The latest saved parameters of a job: its tensors by `state_dict` name, as a safetensors
+    file (binary, so a model of any allowed size fits where one JSON string would not)."""
 
     __tablename__ = "job_parameters"
 
     job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer)
-    parameters: Mapped[str] = mapped_column(Text)
+    #: the scalars the tensors hold, so an answer too large for JSON is refused unread
+    scalars: Mapped[int] = mapped_column(BigInteger)
+    file: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class TrajectoryRow(Base):

@@ -28,7 +28,8 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
-ErrorType = Literal["diverged", "invalid", "timeout", "cancelled", "internal"]
+#: `resources`: the job needed more memory than its worker has (or its GPU holds)
+ErrorType = Literal["diverged", "invalid", "timeout", "resources", "cancelled", "internal"]
 
 
 class JobError(BaseModel):

@@ -8,10 +8,12 @@ a 422 that names the field and nothing is stored.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -21,10 +23,13 @@ from pydantic import (
     StrictInt,
     Tag,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
+from service import costs
 from service.config import get_settings
 
 #: rows in scikit-learn's 8x8 digits set
@@ -41,10 +46,55 @@ TEXT_PATTERN = r"^[^\x00]*$"
 #: `cuda:N` with a short N, so the device fits its column
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]{1,4})?)$"
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+#: the largest magnitude of a number the data or a starting point may hold: its square (1e24)
+#: and sums of a million such squares stay far inside float32's 3.4e38, so a loss that overflows
+#: is the optimizer's doing, not the input's
+MAX_VALUE = 1e12
+#: the largest hyper-parameter (a learning rate, a decay, a penalty weight)
+MAX_HYPER = 1e6
+
+Positive = Annotated[float, Field(gt=0, le=MAX_HYPER)]
+NonNegative = Annotated[float, Field(ge=0, le=MAX_HYPER)]
+#: a number of the data, a target or a starting point
+Value = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
 Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class FieldError(ValueError):
+    """A rule between fields, raised by a model's validator, that belongs to one of them.
+
+    pydantic locates a model validator's error at the model; `locate_errors` moves it to
+    `loc`, relative to that model, so the 422 names the field to change.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class OverBudget(FieldError):
+    """A job whose estimated peak memory passes what a worker may use (DESCENT_WORKER_MEMORY)."""
+
+
+def over_budget(exc: ValidationError) -> OverBudget | None:
+    """The memory refusal among a validation's errors, if there is one."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, OverBudget):
+            return cause
+    return None
+
+
+def locate_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic's (or FastAPI's) errors with each FieldError moved to the field it names."""
+    located = []
+    for error in errors:
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            error = {**error, "loc": (*error["loc"], *cause.loc)}
+        located.append(dict(error))
+    return located
 
 
 class SpecModel(BaseModel):
@@ -112,15 +162,17 @@ class MLPModel(SpecModel):
     def _within_limits(self) -> MLPModel:
         settings = get_settings()
         if len(self.hidden) > settings.max_hidden_layers:
-            raise ValueError(
+            raise FieldError(
+                ("hidden",),
                 f"model.hidden has {len(self.hidden)} layers; the limit is "
-                f"{settings.max_hidden_layers} (DESCENT_MAX_HIDDEN_LAYERS)"
+                f"{settings.max_hidden_layers} (DESCENT_MAX_HIDDEN_LAYERS)",
             )
         widest = max(self.hidden, default=0)
         if widest > settings.max_hidden_units:
-            raise ValueError(
+            raise FieldError(
+                ("hidden",),
                 f"model.hidden has a layer of {widest} units; the limit is "
-                f"{settings.max_hidden_units} (DESCENT_MAX_HIDDEN_UNITS)"
+                f"{settings.max_hidden_units} (DESCENT_MAX_HIDDEN_UNITS)",
             )
         return self
 
@@ -141,23 +193,25 @@ class LinearData(SpecModel):
     n_samples: int = Field(100, ge=1, le=INT64_MAX)
     n_features: int = Field(1, ge=1, le=10_000)
     #: the true weights; random (normal, from the seed) if omitted
-    weights: list[float] | None = None
-    bias: float = 0.0
-    noise: NonNegative = 0.1
+    weights: list[Value] | None = None
+    bias: Value = 0.0
+    noise: Annotated[float, Field(ge=0, le=MAX_VALUE)] = 0.1
     noise_type: Literal["normal", "uniform"] = "normal"
     # strict=False: a JSON array makes the pair (its items stay strict)
-    x_range: tuple[float, float] = Field((0.0, 10.0), strict=False)
+    x_range: tuple[Value, Value] = Field((0.0, 10.0), strict=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> LinearData:
         if self.weights is not None and len(self.weights) != self.n_features:
-            raise ValueError(
+            raise FieldError(
+                ("weights",),
                 f"data.weights has {len(self.weights)} values but data.n_features is "
-                f"{self.n_features}"
+                f"{self.n_features}",
             )
         if not self.x_range[0] < self.x_range[1]:
-            raise ValueError(
-                f"data.x_range must be [low, high] with low < high, not {self.x_range}"
+            raise FieldError(
+                ("x_range",),
+                f"data.x_range must be [low, high] with low < high, not {self.x_range}",
             )
         return self
 
@@ -179,16 +233,17 @@ class ClassificationData(SpecModel):
     #: blobs only; the other kinds are 2-D
     n_features: int = Field(2, ge=1, le=10_000)
     #: blobs only; the other kinds have 2 classes
-    n_classes: int = Field(2, ge=2, le=10_000)
+    n_classes: int = Field(2, ge=2, le=INT64_MAX)
     #: blobs: the clusters' standard deviation; others: gaussian noise added to the points
-    noise: NonNegative | None = None
+    noise: Annotated[float, Field(ge=0, le=MAX_VALUE)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ClassificationData:
         if self.kind != "blobs" and (self.n_features != 2 or self.n_classes != 2):
-            raise ValueError(
+            raise FieldError(
+                ("kind",),
                 f"data.kind {self.kind!r} is 2-D with 2 classes; n_features and n_classes "
-                "apply to blobs only"
+                "apply to blobs only",
             )
         if self.noise is None:
             self.noise = DEFAULT_CLASS_NOISE[self.kind]
@@ -203,26 +258,43 @@ class DigitsData(SpecModel):
     type: Literal["digits"] = "digits"
 
 
+def _bounded(value: float) -> float:
+    if not -MAX_VALUE <= value <= MAX_VALUE:
+        raise ValueError(
+            f"{value:g} is too large: data values lie within -1e12 .. 1e12, so their squares "
+            "stay far inside float32"
+        )
+    return value
+
+
+#: a number of inline data: a JSON integer (a class label, where the loss takes labels) or a
+#: float, within the bound
+InlineNumber = Annotated[StrictFloat | Int64, AfterValidator(_bounded)]
+
+
 class InlineData(SpecModel):
     """Data in the request. Targets given as JSON integers are class labels; floats are values."""
 
     model_config = _example({"type": "inline", "x": [[0.0], [1.0], [2.0]], "y": [0.1, 2.1, 3.9]})
 
     type: Literal["inline"] = "inline"
-    x: list[list[StrictFloat | Int64]] = Field(min_length=1)
-    y: list[Int64 | StrictFloat] = Field(min_length=1)
+    x: list[list[InlineNumber]] = Field(min_length=1)
+    #: class labels (JSON integers) are bounded by DESCENT_MAX_CLASSES when the loss needs labels
+    y: list[InlineNumber] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _rectangular(self) -> InlineData:
         if len(self.x) != len(self.y):
-            raise ValueError(f"data.x has {len(self.x)} rows but data.y has {len(self.y)} targets")
+            raise FieldError(
+                ("y",), f"data.x has {len(self.x)} rows but data.y has {len(self.y)} targets"
+            )
         width = len(self.x[0])
         if width == 0:
-            raise ValueError("data.x rows must have at least one feature")
+            raise FieldError(("x", 0), "data.x rows must have at least one feature")
         for i, row in enumerate(self.x):
             if len(row) != width:
-                raise ValueError(
-                    f"data.x is ragged: row {i} has {len(row)} values, row 0 has {width}"
+                raise FieldError(
+                    ("x", i), f"data.x is ragged: row {i} has {len(row)} values, row 0 has {width}"
                 )
         return self
 
@@ -260,7 +332,7 @@ class DatasetData(SpecModel):
         known = (info.context or {}).get("datasets")
         if known is not None:
             if self.id not in known:
-                raise ValueError(f"data.id: there is no dataset {self.id!r}")
+                raise FieldError(("id",), f"data.id: there is no dataset {self.id!r}")
             self._facts = known[self.id]
         return self
 
@@ -283,14 +355,16 @@ class SGD(SpecModel):
     type: Literal["sgd"] = "sgd"
     lr: Positive = 0.001
     momentum: NonNegative = 0.0
-    dampening: float = 0.0
+    dampening: Annotated[float, Field(ge=-MAX_HYPER, le=MAX_HYPER)] = 0.0
     nesterov: bool = False
     weight_decay: NonNegative = 0.0
 
     @model_validator(mode="after")
     def _nesterov(self) -> SGD:
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("optimizer.nesterov needs optimizer.momentum > 0 and dampening 0")
+            raise FieldError(
+                ("nesterov",), "optimizer.nesterov needs optimizer.momentum > 0 and dampening 0"
+            )
         return self
 
 
@@ -503,23 +577,27 @@ class FitSpec(SpecModel):
         _check_optimizer(self)
         n_train = self.n_train
         if n_train < 1:
-            raise ValueError(
+            raise FieldError(
+                ("validation_split",),
                 f"validation_split {self.validation_split} leaves no training rows out of "
-                f"{self.n_samples}"
+                f"{self.n_samples}",
             )
         settings = get_settings()
         if self.n_samples > settings.max_rows:
-            raise ValueError(
+            raise FieldError(
+                ("data",),
                 f"data has {self.n_samples} rows; the limit is {settings.max_rows} "
-                "(DESCENT_MAX_ROWS)"
+                "(DESCENT_MAX_ROWS)",
             )
         if self.total_steps > settings.max_steps:
-            raise ValueError(
+            raise FieldError(
+                ("epochs",),
                 f"epochs x batches per epoch is {self.total_steps} optimizer steps; the limit is "
-                f"{settings.max_steps} (DESCENT_MAX_STEPS)"
+                f"{settings.max_steps} (DESCENT_MAX_STEPS)",
             )
         if isinstance(self.schedule, CosineSchedule) and self.schedule.t_max is None:
             self.schedule.t_max = self.epochs
+        costs.check(costs.fit_cost(self), settings)
         return self
 
     @property
@@ -549,18 +627,22 @@ def _check_optimizer(spec: FitSpec) -> None:
     """The lasso solvers' conditions (API.md 3.4)."""
     kind = spec.optimizer.type
     if kind in FULL_BATCH_ONLY and spec.batch_size is not None:
-        raise ValueError(
+        raise FieldError(
+            ("batch_size",),
             f"optimizer {kind!r} takes the whole training set each step: set batch_size to "
-            f"null, not {spec.batch_size}"
+            f"null, not {spec.batch_size}",
         )
     if kind in SOLVERS:
         if spec.model.type != "linear" or spec.loss != "mse":
-            raise ValueError(
+            raise FieldError(
+                ("model" if spec.model.type != "linear" else "loss",),
                 f"optimizer {kind!r} solves linear least squares: it needs model 'linear' "
-                f"and loss 'mse', not model {spec.model.type!r} with loss {spec.loss!r}"
+                f"and loss 'mse', not model {spec.model.type!r} with loss {spec.loss!r}",
             )
         if spec.gradients == "manual":
-            raise ValueError(f"optimizer {kind!r} uses no gradients: drop gradients 'manual'")
+            raise FieldError(
+                ("gradients",), f"optimizer {kind!r} uses no gradients: drop gradients 'manual'"
+            )
 
 
 # --- minimize jobs (3.6) ------------------------------------------------------------------
@@ -572,7 +654,7 @@ class Quadratic(SpecModel):
     model_config = _example({"type": "quadratic", "scales": [1.0, 10.0]})
 
     type: Literal["quadratic"] = "quadratic"
-    scales: list[float] | None = None
+    scales: list[Value] | None = None
 
 
 class Rosenbrock(SpecModel):
@@ -581,8 +663,8 @@ class Rosenbrock(SpecModel):
     model_config = _example({"type": "rosenbrock", "a": 1.0, "b": 100.0})
 
     type: Literal["rosenbrock"] = "rosenbrock"
-    a: float = 1.0
-    b: float = 100.0
+    a: Value = 1.0
+    b: Value = 100.0
 
 
 class Beale(SpecModel):
@@ -640,9 +722,21 @@ class MinimizeSpec(SpecModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     objective: ObjectiveSpec
-    x0: list[float] = Field(min_length=1, max_length=10_000)
-    optimizer: GradientOptimizerSpec
+    x0: list[Value] = Field(min_length=1, max_length=10_000)
+    optimizer: GradientOptimizerSpec = Field(default_factory=Adam)
     steps: int = Field(ge=1, le=INT64_MAX)
+    #: accepted as a fit job's is; an objective's gradients always come from autograd
+    gradients: Literal["autograd"] = "autograd"
+
+    @field_validator("gradients", mode="before")
+    @classmethod
+    def _autograd_only(cls, value: Any) -> Any:
+        if value == "manual":
+            raise ValueError(
+                "a minimize job's gradients come from autograd (its objectives have no "
+                "hand-derived backward); drop gradients 'manual'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> MinimizeSpec:
@@ -651,16 +745,30 @@ class MinimizeSpec(SpecModel):
             if objective.scales is None:
                 objective.scales = [1.0] * len(self.x0)
             elif len(objective.scales) != len(self.x0):
-                raise ValueError(
-                    f"objective.scales has {len(objective.scales)} values but x0 has {len(self.x0)}"
+                raise FieldError(
+                    ("objective", "scales"),
+                    f"objective.scales has {len(objective.scales)} values but x0 has "
+                    f"{len(self.x0)}",
                 )
         elif len(self.x0) != 2:
-            raise ValueError(
-                f"x0 has {len(self.x0)} values, but objective {objective.type!r} is 2-D"
+            raise FieldError(
+                ("x0",), f"x0 has {len(self.x0)} values, but objective {objective.type!r} is 2-D"
             )
-        limit = get_settings().max_steps
-        if self.steps > limit:
-            raise ValueError(f"steps is {self.steps}; the limit is {limit} (DESCENT_MAX_STEPS)")
+        settings = get_settings()
+        if self.steps > settings.max_steps:
+            raise FieldError(
+                ("steps",),
+                f"steps is {self.steps}; the limit is {settings.max_steps} (DESCENT_MAX_STEPS)",
+            )
+        # the path keeps x at every step: steps x dimensions values to store
+        path_values = (self.steps + 1) * len(self.x0)
+        if path_values > settings.max_values:
+            raise FieldError(
+                ("steps",),
+                f"the trajectory would hold (steps + 1) x len(x0) = {path_values} values; the "
+                f"limit is {settings.max_values} (DESCENT_MAX_VALUES): take fewer steps or "
+                "fewer dimensions",
+            )
         return self
 
     @property
@@ -719,7 +827,7 @@ def label_kind(data: AnyData) -> str:
 
 
 def resolve_loss(model: str, loss: LossName | None, data: Any) -> LossName:
-    """The loss a job trains with, or ValueError saying why the pair does not fit."""
+    """The loss a job trains with, or FieldError saying why the pair does not fit."""
     kind = label_kind(data)
     fitting: dict[str, tuple[LossName, ...]] = {
         "linear": ("mse",),
@@ -731,15 +839,17 @@ def resolve_loss(model: str, loss: LossName | None, data: Any) -> LossName:
     else:
         chosen = loss or fitting[model][0]
         if chosen not in fitting[model]:
-            raise ValueError(
+            raise FieldError(
+                ("loss",),
                 f"loss {chosen!r} does not fit model {model!r}, which trains with "
-                f"{fitting[model][0]!r}"
+                f"{fitting[model][0]!r}",
             )
     if chosen == "mse":
         if kind == "labels" and not isinstance(data, InlineData | DatasetData):
-            raise ValueError(
+            raise FieldError(
+                ("loss",),
                 f"loss 'mse' needs real-valued targets, but data {data.type!r} gives class "
-                "labels: use cross_entropy (or model softmax/logistic)"
+                "labels: use cross_entropy (or model softmax/logistic)",
             )
         return chosen
     _check_labels(chosen, data)
@@ -747,34 +857,70 @@ def resolve_loss(model: str, loss: LossName | None, data: Any) -> LossName:
 
 
 def _check_labels(loss: str, data: Any) -> None:
-    """bce needs labels 0/1; cross_entropy needs labels 0..k-1, all integers."""
+    """bce needs labels 0/1; cross_entropy needs labels 0..k-1, all integers, k bounded."""
+    where = ("data", data.type)
     if isinstance(data, LinearData):
-        raise ValueError(
-            f"loss {loss!r} needs class labels, but data 'linear' gives real-valued targets"
+        raise FieldError(
+            ("loss",),
+            f"loss {loss!r} needs class labels, but data 'linear' gives real-valued targets",
         )
     if isinstance(data, DatasetData):
         facts = data.facts
         assert facts is not None  # checked only once the dataset is known
         if not facts.integer_target or facts.target_min < 0:
-            raise ValueError(
+            raise FieldError(
+                (*where, "id"),
                 f"loss {loss!r} needs class labels, integers from 0, but dataset {data.id}'s "
                 f"targets run from {facts.target_min:g} to {facts.target_max:g}"
-                + ("" if facts.integer_target else " and are not all integers")
+                + ("" if facts.integer_target else " and are not all integers"),
             )
-        classes = int(facts.target_max) + 1
     elif isinstance(data, InlineData):
         for i, v in enumerate(data.y):
             if not float(v).is_integer() or v < 0:
-                raise ValueError(
-                    f"data.y[{i}] is {v}: loss {loss!r} needs class labels, integers from 0"
+                raise FieldError(
+                    (*where, "y", i),
+                    f"data.y[{i}] is {v}: loss {loss!r} needs class labels, integers from 0",
                 )
-        classes = int(max(data.y)) + 1
-    elif isinstance(data, DigitsData):
-        classes = DIGITS_CLASSES
-    else:
-        classes = data.n_classes
-    if loss == "bce" and classes > 2:
-        raise ValueError(
-            f"loss 'bce' is binary, but the data has {classes} classes: use cross_entropy "
-            "(model softmax or mlp)"
+    classes = n_classes(data)
+    limit = get_settings().max_classes
+    if classes > limit:
+        field = {"inline": "y", "dataset": "id", "classification": "n_classes"}[data.type]
+        raise FieldError(
+            (*where, field),
+            f"the class labels run to {classes - 1}, so the model would have {classes} "
+            f"outputs; the limit is {limit} classes (DESCENT_MAX_CLASSES): labels must be "
+            f"integers from 0 to {limit - 1}",
         )
+    if loss == "bce" and classes > 2:
+        raise FieldError(
+            ("loss",),
+            f"loss 'bce' is binary, but the data has {classes} classes: use cross_entropy "
+            "(model softmax or mlp)",
+        )
+
+
+def n_classes(data: AnyData) -> int:
+    """Classes of data whose targets are labels 0..k-1: k, at least 2 (as the worker builds)."""
+    if isinstance(data, DigitsData):
+        return DIGITS_CLASSES
+    if isinstance(data, ClassificationData):
+        return data.n_classes
+    if isinstance(data, DatasetData):
+        top = data.facts.target_max if data.facts is not None else 1
+        return max(int(top) + 1, 2)
+    if isinstance(data, InlineData):
+        return max(int(max(data.y)) + 1, 2)
+    return 2
+
+
+def data_features(data: AnyData) -> int:
+    """Features a row of the data has."""
+    if isinstance(data, DigitsData):
+        return DIGITS_FEATURES
+    if isinstance(data, InlineData):
+        return len(data.x[0])
+    if isinstance(data, DatasetData):
+        return data.facts.n_features if data.facts is not None else 0
+    if isinstance(data, ClassificationData) and data.kind != "blobs":
+        return 2
+    return data.n_features

@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import TERMINAL, free_port, start_process, stop_process, wait_healthy
+from tests.conftest import TERMINAL, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -29,53 +28,6 @@ FAST_LEASES = {
     "DESCENT_HEARTBEAT_SECONDS": "0.1",
     "DESCENT_CHECKPOINT_SECONDS": "0.5",
 }
-
-
-class Cluster:
-    """An API and workers started one by one, so a single worker can be killed."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp, self.db_url = tmp, f"sqlite:///{tmp / 'cluster.db'}"
-        self.env = {"DESCENT_DATABASE_URL": self.db_url, **env}
-        self.log = tmp / "cluster.log"
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.api = start_process(["api", "--port", str(port)], self.log, self.env)
-        wait_healthy(self.url, self.api, self.log)
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.workers: list[Any] = []
-
-    def worker(self) -> Any:
-        """Start a worker and wait until it is ready to claim."""
-        ready = self.log.read_text().count(" ready (device")
-        proc = start_process(["worker", "--device", "cpu"], self.log, self.env)
-        self.workers.append(proc)
-        deadline = time.monotonic() + 60
-        while self.log.read_text().count(" ready (device") == ready:
-            assert time.monotonic() < deadline and proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        return proc
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.http.get(f"/jobs/{job_id}").json()  # type: ignore[no-any-return]
-
-    def wait_until(self, job_id: str, ok: Any, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if ok(job):
-                return job
-            time.sleep(0.02)
-        raise AssertionError(f"job {job_id} never got there: {job}\n{self.log.read_text()[-4000:]}")
-
-    def curve(self, job_id: str) -> dict[str, Any]:
-        return self.http.get(f"/jobs/{job_id}/curves").json()["series"]  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.http.close()
-        for proc in [*self.workers, self.api]:
-            if proc.poll() is None:
-                stop_process(proc)
 
 
 @pytest.fixture

@@ -283,7 +283,7 @@ def test_fit_trajectory_flattens_in_state_dict_order(
     np.testing.assert_allclose(trajectory["points"][-1], flat, rtol=1e-6)
 
 
-def test_no_trajectory_for_large_models(
+def test_a_large_models_trajectory_is_a_404_saying_why(
     client: TestClient, run: Callable[..., dict[str, Any]]
 ) -> None:
     job = run(
@@ -292,11 +292,11 @@ def test_no_trajectory_for_large_models(
             data={"type": "linear", "n_samples": 40, "n_features": 20},
         )
     )
-    assert client.get(f"/jobs/{job['id']}/trajectory").json() == {
-        "job_id": job["id"],
-        "steps": [],
-        "points": [],
-    }
+    # 20*64 + 64 + 64 + 1 parameters: none kept, and the answer says why (once a 200 of
+    # empty lists)
+    response = client.get(f"/jobs/{job['id']}/trajectory")
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("no trajectory: the model has 1409 parameters")
 
 
 # --- manual gradients ------------------------------------------------------------------------

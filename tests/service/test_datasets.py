@@ -85,7 +85,7 @@ def test_load_gives_back_the_exact_numbers(client: TestClient, engine: Engine) -
 
 def test_quoting_crlf_bom_and_blank_lines_are_fine() -> None:
     raw = b'\xef\xbb\xbf"a", b ,y\r\n1,"2",3\r\n\r\n4,5,6\r\n\r\n\r\n'
-    parsed = datasets.parse_csv(raw, target=None, max_rows=10)
+    parsed = datasets.parse_csv(raw, target=None, limits=datasets.Limits(rows=10))
     assert parsed.columns == ["a", "b", "y"]
     np.testing.assert_array_equal(parsed.x, [[1, 2], [4, 5]])
     np.testing.assert_array_equal(parsed.y, [3, 6])
@@ -127,6 +127,42 @@ def test_another_token_sees_nothing(db_url: str, engine: Engine) -> None:
         datasets.load(engine, dataset_id=dataset["id"], owner="someone else")
 
 
+@pytest.mark.parametrize("gone_at", [1, 2])
+def test_an_upload_whose_client_left_is_not_kept(
+    settings: Settings, engine: Engine, gone_at: int
+) -> None:
+    # the route looks for its client after the parse (1) and after the store (2); gone at
+    # either, the dataset is not kept. tests/e2e/test_upload_disconnect.py does it for real
+    request = httpx.Request("POST", "http://test/datasets", files={"file": ("d.csv", CSV)})
+    body = request.read()
+    looks = 0
+
+    async def receive() -> Message:
+        nonlocal looks
+        if looks == 0:
+            looks = 1
+            return {"type": "http.request", "body": body, "more_body": False}
+        looks += 1
+        if looks - 1 < gone_at:
+            await asyncio.sleep(3600)  # still there: the look gives up at once
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/datasets", "raw_path": b"/datasets", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("test", 80),
+        "headers": [(k.encode(), v.encode()) for k, v in request.headers.items()],
+    }  # fmt: skip
+    asyncio.run(create_app(settings, run_migrations=False)(scope, receive, send))
+    assert sent[0]["status"] == 499 and looks == gone_at + 1
+    assert datasets.list_page(engine, owner=None, limit=10, cursor=None) == ([], None)
+
+
 # --- files that are refused --------------------------------------------------------------
 
 
@@ -164,7 +200,7 @@ def test_bad_files_answer_422_naming_the_row_or_column(
 
 
 def test_a_sum_that_overflows_is_not_mistaken_for_inf() -> None:
-    parsed = datasets.parse_csv(b"x,y\n1e308,1e308\n", target=None, max_rows=10)
+    parsed = datasets.parse_csv(b"x,y\n1e308,1e308\n", target=None, limits=datasets.Limits(rows=10))
     assert parsed.x[0, 0] == 1e308 and parsed.y[0] == 1e308
 
 
@@ -229,9 +265,67 @@ def test_rows_past_the_limit_are_422(small: TestClient) -> None:
     assert len(small.get("/datasets").json()["items"]) == 1
 
 
+def wide(columns: int) -> bytes:
+    """A header of `columns` distinct names, then one row of zeros."""
+    header = ",".join(f"c{i}" for i in range(columns))
+    return f"{header}\n{','.join('0' * columns)}\n".encode()
+
+
+def test_a_header_past_the_column_limit_is_422_at_once(client: TestClient) -> None:
+    content = wide(100_000)  # 0.69 MB: a header today's limit is far below
+    start = time.perf_counter()
+    detail = refused(client, content)
+    assert time.perf_counter() - start < 5
+    assert detail == (
+        "the header (row 1) has 100000 columns; the limit is 10000 (DESCENT_MAX_COLUMNS)"
+    )
+    assert client.get("/datasets").json()["items"] == []
+
+
+def test_the_column_limit_is_a_setting(db_url: str) -> None:
+    settings = Settings(database_url=db_url, max_columns=3)
+    with TestClient(create_app(settings)) as client:
+        assert upload(client, b"a,b,y\n1,2,3\n").status_code == 201
+        detail = refused(client, b"a,b,c,y\n1,2,3,4\n")
+        assert detail == "the header (row 1) has 4 columns; the limit is 3 (DESCENT_MAX_COLUMNS)"
+
+
+def test_a_wide_header_is_checked_in_linear_time() -> None:
+    # a quadratic look for duplicates takes minutes on 100,000 columns
+    limits = datasets.Limits(columns=100_000)
+    start = time.perf_counter()
+    parsed = datasets.parse_csv(wide(100_000), target="c5", limits=limits)
+    assert time.perf_counter() - start < 5
+    assert parsed.x.shape == (1, 99_999) and parsed.target == "c5"
+    duplicated = wide(100_000).replace(b",c99999\n", b",c3\n", 1)
+    with pytest.raises(InvalidUpload, match="names column 'c3' twice"):
+        datasets.parse_csv(duplicated, target=None, limits=limits)
+
+
+def test_values_past_the_limit_are_422_as_soon_as_they_pass_it(db_url: str) -> None:
+    settings = Settings(database_url=db_url, max_values=10)
+    with TestClient(create_app(settings)) as client:
+        assert upload(client, b"a,b,c,y\n" + b"1,2,3,4\n" * 3).status_code == 201  # 9 values
+        # row 6 is broken, but the parse stops at row 5, where the count passes the limit
+        detail = refused(client, b"a,b,c,y\n" + b"1,2,3,4\n" * 4 + b"oops\n")
+        assert detail == (
+            "more than 10 values: 4 rows of 3 features make 12; the limit is 10 rows times"
+            " features (DESCENT_MAX_VALUES)"
+        )
+        assert len(client.get("/datasets").json()["items"]) == 1
+
+
+def test_a_missing_target_lists_a_few_columns_only() -> None:
+    with pytest.raises(InvalidUpload) as caught:
+        datasets.parse_csv(wide(5000), target="price", limits=datasets.Limits())
+    message = str(caught.value)
+    assert message.startswith("no column 'price'; the columns are 'c0', 'c1'")
+    assert message.endswith(f"'c{datasets.LISTED - 1}' and {5000 - datasets.LISTED} more")
+
+
 def test_parse_errors_are_invalid_upload() -> None:
     with pytest.raises(InvalidUpload, match="row 3"):
-        datasets.parse_csv(b"x,y\n1,2\n3\n", target=None, max_rows=10)
+        datasets.parse_csv(b"x,y\n1,2\n3\n", target=None, limits=datasets.Limits(rows=10))
 
 
 def test_a_large_file_parses_in_reasonable_time(client: TestClient, engine: Engine) -> None:
@@ -240,7 +334,7 @@ def test_a_large_file_parses_in_reasonable_time(client: TestClient, engine: Engi
     lines = [",".join(repr(v) for v in row) for row in table.tolist()]
     raw = ("a,b,c,d,y\n" + "\n".join(lines) + "\n").encode()
     start = time.perf_counter()
-    parsed = datasets.parse_csv(raw, target=None, max_rows=1_000_000)
+    parsed = datasets.parse_csv(raw, target=None, limits=datasets.Limits())
     parse_s = time.perf_counter() - start
     np.testing.assert_array_equal(parsed.x, table[:, :4])  # repr round-trips exactly
     start = time.perf_counter()

@@ -106,11 +106,13 @@ def test_integers_past_64_bits_are_422_and_echoed_as_digits(
     nothing_stored(client)
 
 
-def test_an_inline_target_past_64_bits_is_a_float(client: TestClient) -> None:
+def test_an_inline_target_past_64_bits_is_refused_as_too_large(client: TestClient) -> None:
+    # once taken as the float 1e30; its square overflows float32, so it is past the bound now
     data = {"type": "inline", "x": [[0.0], [1.0], [2.0]], "y": [1, 2, 10**30]}
-    response = client.post("/jobs", json=fit_spec(data=data, batch_size=None))
-    assert response.status_code == 201, response.text
-    assert response.json()["spec"]["data"]["y"] == [1, 2, 1e30]
+    errors = refused(client.post("/jobs", json=fit_spec(data=data, batch_size=None)))["detail"]
+    assert {tuple(e["loc"][:6]) for e in errors} == {("body", "fit", "data", "inline", "y", 2)}
+    assert any("1e12" in e["msg"] for e in errors)
+    nothing_stored(client)
 
 
 @pytest.mark.parametrize(

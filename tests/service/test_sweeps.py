@@ -194,7 +194,7 @@ def test_an_invalid_point_is_422_naming_it_and_nothing_is_stored(
     response = client.post("/sweeps", json=body)
     assert response.status_code == 422, response.text
     [error] = response.json()["detail"]  # only (ista, 16) is invalid
-    assert error["loc"] == ["body", "grid", "fit"]
+    assert error["loc"] == ["body", "grid", "fit", "batch_size"]
     assert error["msg"].startswith(
         'grid point {"optimizer": {"type": "ista", "lr": 0.1}, "batch_size": 16}: '
     )

@@ -143,6 +143,30 @@ def test_health_is_open(guarded: TestClient) -> None:
     assert guarded.get("/health", headers={"Authorization": "Bearer gamma"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/health", "application/json"),
+        ("/openapi.json", "application/json"),
+        ("/docs", "text/html"),
+        ("/", "text/html"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/favicon.svg", "image/svg+xml"),
+    ],
+)
+def test_what_holds_no_data_is_open(guarded: TestClient, path: str, content_type: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer gamma"}):
+        response = guarded.get(path, headers=headers)
+        assert response.status_code == 200, (path, response.text[:200])
+        assert response.headers["content-type"].startswith(content_type)
+
+
+def test_metrics_are_not_open(guarded: TestClient) -> None:
+    response = guarded.get("/metrics")
+    assert response.status_code == 401 and "Bearer" in response.json()["detail"]
+    assert guarded.get("/metrics", headers=ALPHA).status_code == 200
+
+
 def test_either_token_gets_in(guarded: TestClient) -> None:
     assert guarded.get("/jobs", headers=ALPHA).status_code == 200
     assert guarded.get("/jobs", headers=BETA).status_code == 200

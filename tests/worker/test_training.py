@@ -11,7 +11,8 @@ import torch
 
 from service.schemas.spec import FitSpec
 from worker.training import data as data_sources
-from worker.training.errors import Diverged, Interrupted, TimedOut
+from worker.training import models
+from worker.training.errors import Diverged, InputOverflow, Interrupted, TimedOut
 from worker.training.loop import RunOptions, train
 from worker.training.recorder import Chunk, MemoryRecorder
 
@@ -703,14 +704,41 @@ def test_divergence_reports_the_first_non_finite_step() -> None:
 # --- 12. interruption and time limit ------------------------------------------------------
 
 
-def test_a_recorder_asking_to_stop_interrupts_the_run() -> None:
+def test_a_recorder_asking_to_stop_before_the_first_step_stops_it_there() -> None:
+    # making large data takes a while: a cancel that came meanwhile is heard before any step
     recorder = MemoryRecorder()
     recorder.stop = True
     with pytest.raises(Interrupted) as caught:
         train(_spec(epochs=50), recorder, options=RunOptions(flush_seconds=0.0))
-    step = caught.value.step
-    assert step == 1
-    assert _steps(recorder, "loss") == [1]
+    assert caught.value.step == 0
+    assert "loss" not in recorder.series
+
+
+def test_a_stop_asked_inside_a_long_step_ends_it_before_its_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a step past its flush time (flush_seconds 0: every step) hears a stop between its
+    # forward and its backward: step 3 asks during its forward pass and records nothing
+    recorder = MemoryRecorder()
+    forwards = 0
+
+    def build(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        model = real_build(*args, **kwargs)
+
+        def count(*_: object) -> None:
+            nonlocal forwards
+            forwards += 1
+            recorder.stop = recorder.stop or forwards == 3
+
+        model.register_forward_hook(count)
+        return model
+
+    real_build = models.build
+    monkeypatch.setattr(models, "build", build)
+    with pytest.raises(Interrupted) as caught:
+        train(_spec(epochs=50), recorder, options=RunOptions(flush_seconds=0.0))
+    assert caught.value.step == 2
+    assert _steps(recorder, "loss") == [1, 2]
 
 
 class _StopAfter(MemoryRecorder):
@@ -783,3 +811,34 @@ def test_final_parameters_have_state_dict_names_and_shapes(
     _, recorder = _train(spec)
     params = _params(recorder)
     assert {k: list(v.shape) for k, v in params.items()} == expected
+
+
+# --- inputs that overflow the run's dtype (issue 9, finding 5) ------------------------------
+
+
+def _uploaded(x: np.ndarray, y: np.ndarray) -> data_sources.Dataset:
+    """Arrays as an uploaded dataset gives them: any finite float64."""
+    return data_sources.Dataset(x, y.reshape(-1, 1), x[:0], y[:0].reshape(0, 1), None)
+
+
+def test_data_past_float32s_range_is_refused_as_such() -> None:
+    x = np.array([[1.0], [1e300]])
+    with pytest.raises(InputOverflow) as caught:
+        train(_spec(dtype="float32"), MemoryRecorder(), data=_uploaded(x, np.ones(2)))
+    message = str(caught.value)
+    assert "data.x holds numbers beyond the range of float32" in message
+    assert "float64" in message and "learning rate" not in message
+
+
+def test_a_loss_that_overflows_before_any_update_blames_the_inputs() -> None:
+    # 1e30 fits float32, its square does not: the first loss is infinite before any step
+    x = np.array([[1e30], [2e30]])
+    with pytest.raises(InputOverflow) as caught:
+        train(_spec(dtype="float32"), MemoryRecorder(), data=_uploaded(x, np.ones(2)))
+    message = str(caught.value)
+    assert message.startswith("the loss is not finite at step 1, before any update")
+    assert "overflow float32" in message and "learning rate" not in message
+    # a loss that overflows after updates is the optimizer's doing, and says so
+    with pytest.raises(Diverged) as later:
+        train(_spec(optimizer={"type": "sgd", "lr": 1e6}), MemoryRecorder())
+    assert "smaller learning rate" in str(later.value) and later.value.step > 1

@@ -23,3 +23,30 @@ class TimedOut(TrainingStopped):
 
 class InvalidJob(Exception):
     """The spec cannot run here (a GPU that this worker does not have)."""
+
+
+class InputOverflow(InvalidJob):
+    """The job's own numbers overflow its arithmetic before the optimizer moved anything."""
+
+
+class OutOfMemory(Exception):
+    """The job needed more memory than its worker may use (type `resources`)."""
+
+
+def non_finite(step: int, *, first_step: int, what: str, dtype: str) -> Exception:
+    """The error for a loss that is NaN or infinite at `step`.
+
+    At the first step nothing has been updated yet, so the inputs (the data, the starting
+    point) overflow the arithmetic: advice about the learning rate would mislead.
+    """
+    if step == first_step:
+        return InputOverflow(
+            f"{what} is not finite at step {step}, before any update: the job's inputs "
+            f"overflow {dtype} arithmetic; scale the data (or the starting point) down"
+            + (", or use dtype float64" if dtype == "float32" else "")
+        )
+    return Diverged(
+        f"{what} became non-finite at step {step}; try a smaller learning rate"
+        + (" or standardised data" if what == "the loss" else ""),
+        step=step,
+    )

@@ -18,18 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service import costs
+from service.costs import TRAJECTORY_MAX_PARAMETERS
 from service.schemas.spec import SOLVERS, FitSpec, Penalty
 from worker.training import data as data_sources
 from worker.training import manual, models, optimizers
-from worker.training.errors import Diverged, Interrupted, TimedOut
+from worker.training.errors import InputOverflow, Interrupted, TimedOut, non_finite
 from worker.training.pending import Pending
-from worker.training.recorder import Recorder
+from worker.training.recorder import Recorder, encode_parameters
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: rows evaluated at once for the per-epoch metrics over a whole set
-EVAL_ROWS = 65_536
-#: models with at most this many scalar parameters get a trajectory (API.md section 4)
-TRAJECTORY_MAX_PARAMETERS = 1000
+#: parameters x batch rows from which a step is watched layer by layer for a stop (~1 s of a
+#: CPU's work): below it, between the forward and the backward pass is soon enough
+WATCH_LAYERS_FROM = 10**9
+#: rows evaluated at once for the per-epoch metrics over a whole set (fewer for wide models)
+EVAL_ROWS = costs.EVAL_ROWS
 #: rows of the training set the manual gradients are checked on
 GRADIENT_CHECK_ROWS = 4096
 #: optimizers whose proximal step applies the l1 penalty, so it stays out of the gradient
@@ -46,6 +49,16 @@ class RunOptions:
     time_limit: float | None = None
     #: seconds between checkpoints (taken at a flush, so always at a whole step)
     checkpoint_seconds: float = 5.0
+    #: the most values a fit job's trajectory may hold (parameters x (epochs + 1)), or None
+    max_path_values: int | None = None
+
+
+def keeps_trajectory(n_params: int, epochs: int, options: RunOptions) -> bool:
+    """Whether a fit run records its parameters after every epoch (API.md section 4)."""
+    if n_params > TRAJECTORY_MAX_PARAMETERS:
+        return False
+    limit = options.max_path_values
+    return limit is None or n_params * (epochs + 1) <= limit
 
 
 def train(
@@ -158,6 +171,8 @@ class _Run:
         data = data or data_sources.load(spec)
         self.x, self.y = self._tensors(data.x_train, data.y_train)
         self.x_val, self.y_val = self._tensors(data.x_val, data.y_val)
+        if recorder.should_stop():  # making large data takes a while: a cancel may be waiting
+            raise Interrupted("stopped before the first step", step=0)
         self.model = models.build(spec.model, n_in=data.n_features, n_out=_outputs(spec, data))
         self.model.to(device=device, dtype=self.dtype)
         prox = spec.optimizer.type in PROXIMAL
@@ -176,14 +191,18 @@ class _Run:
         self.epoch_rng = self.shuffler.get_state()
         self.elapsed_before = 0.0
         self.extra: dict[str, Any] = {}
+        widest = max(m.out_features for m in self.model.modules() if isinstance(m, nn.Linear))
+        self.eval_rows = costs.eval_rows(widest)
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.tracks_path = n_params <= TRAJECTORY_MAX_PARAMETERS
+        self.tracks_path = keeps_trajectory(n_params, spec.epochs, options)
+        if n_params * min(spec.batch_size or len(self.x), len(self.x)) >= WATCH_LAYERS_FROM:
+            self._watch_every_layer()
 
     def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        xt = finite_in(torch.as_tensor(x, dtype=self.dtype, device=self.device), "data.x")
         if self.spec.loss == "cross_entropy":
             return xt, torch.as_tensor(y, dtype=torch.long, device=self.device)
-        return xt, torch.as_tensor(y, dtype=self.dtype, device=self.device)
+        return xt, finite_in(torch.as_tensor(y, dtype=self.dtype, device=self.device), "data.y")
 
     # --- one optimizer step -----------------------------------------------------------
 
@@ -210,13 +229,36 @@ class _Run:
             def closure() -> torch.Tensor:
                 optimizer.zero_grad(set_to_none=True)
                 if by_hand:
-                    return self._manual_backward(xb, yb)
-                return self.objective.backward(self.model(xb), yb)
+                    loss = self._manual_backward(xb, yb)
+                else:
+                    out = self.model(xb)
+                    self._watch()  # between a long step's forward and its backward
+                    loss = self.objective.backward(out, yb)
+                self._watch()  # and before its update
+                return loss
 
             # torch types the closure as returning float; ours returns the loss tensor
             return optimizer.step(closure)  # type: ignore[arg-type,return-value]
 
         return descend
+
+    def _watch(self) -> None:
+        """Stop inside a step that has run past its flush time, if the run is asked to stop.
+
+        Fast steps leave stopping to the next flush, which checkpoints first; a step of seconds
+        (a large model or batch) must not hold a cancel up until it ends.
+        """
+        if time.monotonic() >= self.next_flush:
+            check_stop(self.recorder, self.deadline, self.options, self.step)
+
+    def _watch_every_layer(self) -> None:
+        """Watch after each layer's forward and each parameter's gradient, for a model whose
+        step is long enough that a cancel heard only between passes would wait seconds."""
+        for module in self.model.modules():
+            if isinstance(module, nn.Linear):
+                module.register_forward_hook(lambda *_: self._watch())
+        for parameter in self.model.parameters():
+            parameter.register_hook(lambda _grad: self._watch())
 
     def _manual_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         o = self.objective
@@ -353,9 +395,11 @@ class _Run:
         """The objective over a whole set (in slices, to bound memory), and the right count."""
         total: torch.Tensor | float = 0.0
         correct: torch.Tensor | None = None
-        for start in range(0, len(x), EVAL_ROWS):
-            out = self.model(x[start : start + EVAL_ROWS])
-            part_y = y[start : start + EVAL_ROWS]
+        rows = self.eval_rows
+        for start in range(0, len(x), rows):
+            self._watch()
+            out = self.model(x[start : start + rows])
+            part_y = y[start : start + rows]
             total = total + self.objective.data_loss(out, part_y, reduction="sum")
             right = self.objective.correct(out, part_y)
             if right is not None:
@@ -399,17 +443,25 @@ class _Run:
             self.next_checkpoint = now + self.options.checkpoint_seconds
         self.recorder.record(chunk)
         if diverged_at is not None:
-            raise Diverged(
-                f"the loss became non-finite at step {diverged_at}; "
-                "try a smaller learning rate or standardised data",
-                step=diverged_at,
-            )
+            raise non_finite(diverged_at, first_step=1, what="the loss", dtype=self.spec.dtype)
         self.next_flush = time.monotonic() + self.options.flush_seconds
         if not final:
             check_stop(self.recorder, self.deadline, self.options, self.step)
 
-    def _parameters(self) -> dict[str, Any]:
-        return {k: v.detach().cpu().tolist() for k, v in self.model.state_dict().items()}
+    def _parameters(self) -> bytearray:
+        """The model's state as a safetensors file: one copy, taken now, while the run waits."""
+        return encode_parameters(self.model.state_dict())
+
+
+def finite_in(values: torch.Tensor, name: str) -> torch.Tensor:
+    """`values`, or InputOverflow if converting them to the run's dtype overflowed."""
+    if values.numel() and not bool(torch.isfinite(values).all()):
+        raise InputOverflow(
+            f"{name} holds numbers beyond the range of {str(values.dtype).removeprefix('torch.')}"
+            f" (largest {torch.finfo(values.dtype).max:.3g}): scale the data down, or use dtype"
+            " float64"
+        )
+    return values
 
 
 def check_stop(recorder: Recorder, deadline: float | None, options: RunOptions, step: int) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from service.schemas.spec import MinimizeSpec
 from worker.training import objectives, optimizers
-from worker.training.errors import Diverged
+from worker.training.errors import non_finite
 from worker.training.loop import (
     RunOptions,
     check_stop,
@@ -23,7 +23,7 @@ from worker.training.loop import (
     save_checkpoint,
 )
 from worker.training.pending import Pending
-from worker.training.recorder import Recorder
+from worker.training.recorder import Recorder, encode_parameters
 
 
 def minimize(
@@ -106,12 +106,9 @@ def _flush(
 ) -> None:
     chunk, diverged_at = pending.drain()
     if final or diverged_at is not None:
-        chunk.parameters = {"x": x.detach().cpu().tolist()}
+        chunk.parameters = encode_parameters({"x": x})
     if diverged_at is None:
         chunk.checkpoint = checkpoint
     recorder.record(chunk)
     if diverged_at is not None:
-        raise Diverged(
-            f"f(x) became non-finite at step {diverged_at}; try a smaller learning rate",
-            step=diverged_at,
-        )
+        raise non_finite(diverged_at, first_step=0, what="f(x)", dtype="float64")

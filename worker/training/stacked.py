@@ -109,13 +109,13 @@ class StackedModel:
         # into the same block every step: a fresh one costs a step more than the copy itself
         return torch.cat([g.reshape(self.runs, -1) for g in grads], dim=1, out=self.grad_rows)
 
-    def parameters_of(self, row: Tensor) -> dict[str, Any]:
-        """One run's parameters (a row of `flat`, on the host) by state_dict name, as lists."""
-        out: dict[str, Any] = {}
+    def parameters_of(self, row: Tensor) -> dict[str, Tensor]:
+        """One run's parameters (a row of `flat`) by state_dict name: views of the row."""
+        out: dict[str, Tensor] = {}
         start = 0
         for name, shape in self.shapes.items():
             end = start + math.prod(shape)
-            out[name] = row[start:end].view(shape).tolist()
+            out[name] = row[start:end].view(shape)
             start = end
         return out
 

@@ -41,18 +41,18 @@ from torch import Tensor
 from service.schemas.spec import ClassificationData, FitSpec, LinearData, MinimizeSpec
 from worker.training import data as data_sources
 from worker.training import optimizers
-from worker.training.errors import Diverged, Interrupted, TimedOut
+from worker.training.errors import Interrupted, TimedOut, non_finite
 from worker.training.loop import (
     DTYPES,
     EVAL_ROWS,
-    TRAJECTORY_MAX_PARAMETERS,
     RunOptions,
     _outputs,
     device_name,
+    keeps_trajectory,
 )
 from worker.training.optimizers import stacked as stacked_optimizers
 from worker.training.pending import Pending
-from worker.training.recorder import Recorder
+from worker.training.recorder import Recorder, encode_parameters
 from worker.training.stacked import StackedModel, StackedObjective
 
 #: a run's end: `train`'s result, or the exception `train` would have raised (Diverged,
@@ -303,7 +303,7 @@ class _Group:
         self.metrics: list[tuple[int, list[str], Tensor, list[float]]] = []
         self.points: list[tuple[int, Tensor]] = []
         self.step = 0
-        self.tracks_path = self.model.size <= TRAJECTORY_MAX_PARAMETERS
+        self.tracks_path = keeps_trajectory(self.model.size, first.epochs, options)
         self.epoch_plan: _Epoch | None = None
 
     def fit(self) -> list[Outcome]:
@@ -423,14 +423,14 @@ class _Group:
             try:
                 chunk, diverged_at = run.pending.drain_fetched(column)
                 if host is not None:
-                    chunk.parameters = self.model.parameters_of(host[i])
+                    chunk.parameters = encode_parameters(self.model.parameters_of(host[i]))
                 stopping = not final and run.recorder.should_stop()
                 run.recorder.record(chunk)
             except Exception as exc:  # noqa: BLE001 - a recorder's failure ends its run only
                 self._end(run, exc)
                 continue
             if diverged_at is not None:
-                self._end(run, _diverged(diverged_at))
+                self._end(run, _diverged(diverged_at, run.spec.dtype))
             elif stopping:
                 self._end(run, Interrupted(f"stopped at step {self.step}", step=self.step))
             elif final:
@@ -504,9 +504,5 @@ def _stack(arrays: list[np.ndarray], dtype: torch.dtype, device: torch.device) -
     return torch.as_tensor(np.stack(arrays), device=device).to(dtype)
 
 
-def _diverged(step: int) -> Diverged:
-    return Diverged(
-        f"the loss became non-finite at step {step}; "
-        "try a smaller learning rate or standardised data",
-        step=step,
-    )
+def _diverged(step: int, dtype: str) -> Exception:
+    return non_finite(step, first_step=1, what="the loss", dtype=dtype)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from service import datasets
 from service.api.deps import Cursor, DatasetId, EngineDep, OwnerDep, SettingsDep
@@ -14,38 +15,64 @@ from service.schemas.spec import TEXT_PATTERN
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=UNAUTHORIZED)
 
+#: the status an upload whose client went away ends with (nginx's "client closed request"):
+#: nobody reads it, but the request metrics count it
+CLIENT_GONE = 499
+
 
 @router.post(
     "",
     status_code=201,
+    response_model=Dataset,
     responses={
         **BAD_BODY,
-        422: {"description": "the file is not a rectangular numeric CSV, or has too many rows"},
+        422: {
+            "description": "the file is not a rectangular numeric CSV, or has too many rows,"
+            " columns or values"
+        },
     },
 )
-def upload_dataset(
+async def upload_dataset(
+    request: Request,
     file: UploadFile,
     engine: EngineDep,
     owner: OwnerDep,
     settings: SettingsDep,
-    name: Annotated[str | None, Form(max_length=200, pattern=TEXT_PATTERN)] = None,
+    name: Annotated[str | None, Form(max_length=datasets.MAX_NAME, pattern=TEXT_PATTERN)] = None,
     target: Annotated[
         str | None,
-        Form(pattern=TEXT_PATTERN, description="the target column; default the last"),
+        Form(
+            max_length=datasets.MAX_NAME,
+            pattern=TEXT_PATTERN,
+            description="the target column; default the last",
+        ),
     ] = None,
-) -> Dataset:
+) -> Dataset | Response:
     """Store a CSV with a header row; `target` names the column to predict."""
     limit = settings.max_upload_bytes
-    raw = file.file.read(limit + 1)
+    raw = await file.read(limit + 1)
     if len(raw) > limit:
         raise HTTPException(
             status_code=413,
             detail=f"the upload is larger than {limit} bytes (DESCENT_MAX_UPLOAD_BYTES)",
         )
-    parsed = datasets.parse_csv(raw, target=target or None, max_rows=settings.max_rows)
-    return datasets.create(
-        engine, parsed=parsed, name=name or datasets.name_from(file.filename), owner=owner
+    # parsed and stored in threads: a large file must not hold up the other requests
+    parsed = await run_in_threadpool(
+        datasets.parse_csv, raw, target=target or None, limits=datasets.Limits.of(settings)
     )
+    if await request.is_disconnected():  # the client gave up while the file was parsed
+        return Response(status_code=CLIENT_GONE)
+    dataset = await run_in_threadpool(
+        datasets.create,
+        engine,
+        parsed=parsed,
+        name=name or datasets.name_from(file.filename),
+        owner=owner,
+    )
+    if await request.is_disconnected():  # ... or while it was stored: nobody knows its id
+        await run_in_threadpool(datasets.delete_dataset, engine, dataset_id=dataset.id, owner=owner)
+        return Response(status_code=CLIENT_GONE)
+    return dataset
 
 
 @router.get("")

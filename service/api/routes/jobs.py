@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from service import curves, jobs, specs
-from service.api.deps import INT32_MAX, INT32_MIN, Cursor, EngineDep, JobId, OwnerDep
+from service.api import conditional
+from service.api.deps import (
+    INT32_MAX,
+    INT32_MIN,
+    Cursor,
+    EngineDep,
+    JobId,
+    OwnerDep,
+    SettingsDep,
+)
 from service.api.responses import BAD_BODY, NOT_FOUND, UNAUTHORIZED, dumps
 from service.db.engine import reading
+from service.errors import NotFound
 from service.schemas.errors import ErrorMessage
 from service.schemas.jobs import Curves, Job, JobPage, JobStatus, Parameters, Trajectory
 from service.schemas.spec import TEXT_PATTERN, JobSpec
@@ -72,8 +85,17 @@ def delete_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/curves", response_model=Curves, responses=NOT_FOUND)
-def get_curves(
+#: points (at most) a poll on SQLite reads on the event loop; a larger read goes to a thread
+INLINE_POINTS = 20_000
+#: the latest curve answers, for pollers asking what another just asked: bytes in all, and
+#: the largest body kept
+_ANSWERS = conditional.Answers(max_bytes=32 << 20, max_body=1 << 20)
+
+
+@router.get(
+    "/{job_id}/curves", response_model=Curves, responses={**NOT_FOUND, **conditional.NOT_MODIFIED}
+)
+async def get_curves(
     job_id: JobId,
     engine: EngineDep,
     owner: OwnerDep,
@@ -85,45 +107,143 @@ def get_curves(
         Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step > after"),
     ] = None,
     points: Annotated[int | None, Query(ge=2, description="thin each series to at most N")] = None,
+    if_none_match: conditional.IfNoneMatch = None,
 ) -> Response:
-    """The job's series; poll with `after` while it runs."""
+    """The job's series; poll with `after` and `If-None-Match` while it runs."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    answer = partial(_curves_answer, engine, job_id, owner, wanted, after, points, if_none_match)
+    # SQLite is a local file whose readers never wait for a writer (WAL): a poll's few index
+    # look-ups cost less than the trip to the threadpool and back, which under 200 pollers
+    # cost more than the poll itself. A network round trip to PostgreSQL, or a long read,
+    # must not hold up the event loop.
+    if engine.dialect.name == "sqlite" and (small := answer(INLINE_POINTS)) is not None:
+        return small
+    whole = await run_in_threadpool(answer, None)
+    assert whole is not None  # with no limit, there is always an answer
+    return whole
+
+
+def _curves_answer(
+    engine: Engine,
+    job_id: str,
+    owner: str | None,
+    wanted: list[str] | None,
+    after: int | None,
+    points: int | None,
+    if_none_match: str | None,
+    most_points: int | None,
+) -> Response | None:
+    """`GET /jobs/{id}/curves`'s answer; None where it would read more than `most_points`."""
     with reading(engine) as conn:
         row = jobs.find(conn, job_id=job_id, owner=owner)
-        series = curves.read(conn, job_pk=row.pk, names=wanted, after=after)
-    body = {
-        "job_id": job_id,
-        "status": row.status,
-        "series": {
-            name: {"steps": s, "values": v}
-            for name, (s, v) in curves.thin_all(series, points).items()
-        },
-    }
-    # built by hand: validating a 100,000-point answer through pydantic would cost more than
-    # reading it
-    return Response(dumps(body), media_type="application/json")
+        ends = curves.series_ends(conn, job_pk=row.pk, names=wanted)
+        # what the answer is made of; a new attempt may record other values at the same steps
+        tag = conditional.etag(
+            str(engine.url), job_id, row.status, row.attempts, ends, wanted, after, points
+        )
+        if conditional.matches(if_none_match, tag):
+            return conditional.not_modified(tag)
+        body = _ANSWERS.get(tag)
+        if body is None:
+            if most_points is not None and curves.most_points(ends, after=after) > most_points:
+                return None
+            series = curves.thin_all(curves.read_series(conn, ends, after=after), points)
+            # built by hand: validating a 100,000-point answer through pydantic would cost
+            # more than reading it
+            body = dumps(
+                {
+                    "job_id": job_id,
+                    "status": row.status,
+                    "series": {n: {"steps": s, "values": v} for n, (s, v) in series.items()},
+                }
+            )
+            _ANSWERS.put(tag, body)
+    return Response(body, media_type="application/json", headers=conditional.headers(tag))
 
 
-@router.get("/{job_id}/parameters", response_model=Parameters, responses=NOT_FOUND)
-def get_parameters(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
+#: what `GET /jobs/{id}/parameters` may answer besides JSON and a missing job
+PARAMETERS_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {}},
+        "description": "JSON; with `format=safetensors`, the tensors as a safetensors file, with"
+        " the step in `X-Descent-Step` and the number of scalars in `X-Descent-Parameters`",
+    },
+    413: {
+        "model": ErrorMessage,
+        "description": "JSON asked for a model of more parameters than"
+        " DESCENT_MAX_PARAMETERS_JSON: download it with `format=safetensors`",
+    },
+}
+
+
+@router.get(
+    "/{job_id}/parameters",
+    response_model=Parameters,
+    responses={**NOT_FOUND, **PARAMETERS_ANSWERS},
+)
+def get_parameters(
+    job_id: JobId,
+    engine: EngineDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    format_: Annotated[
+        Literal["json", "safetensors"],
+        Query(alias="format", description="`safetensors` for the file, whatever the size"),
+    ] = "json",
+) -> Response:
     """The final parameters of a finished job, the latest saved ones of a running job."""
+    limit = settings.max_parameters_json
     with reading(engine) as conn:
         row = jobs.find(conn, job_id=job_id, owner=owner)
-        saved = curves.read_parameters(conn, job_pk=row.pk)
-    step, params = saved if saved is not None else (0, "{}")
-    head = dumps({"job_id": job_id, "step": step})[:-1]
-    # the parameters are stored as the JSON object served, so they are not parsed again
-    return Response(
-        head + b',"parameters":' + params.encode() + b"}", media_type="application/json"
+        saved = curves.read_parameters(
+            conn, job_pk=row.pk, max_scalars=limit if format_ == "json" else None
+        )
+    # none saved yet (a queued job): step 0 and no tensors, in either form
+    saved = saved or curves.SavedParameters(step=0, scalars=0, file=curves.NO_PARAMETERS)
+    if saved.file is None:  # more scalars than the JSON limit: left unread
+        raise HTTPException(status_code=413, detail=_too_large_for_json(row.id, saved, limit))
+    if format_ == "safetensors":
+        return _safetensors_download(row.id, saved, saved.file)
+    head = dumps({"job_id": job_id, "step": saved.step})[:-1]
+    body = head + b',"parameters":' + curves.parameters_json(saved.file) + b"}"
+    return Response(body, media_type="application/json")
+
+
+def _too_large_for_json(job_id: str, saved: curves.SavedParameters, limit: int) -> str:
+    return (
+        f"the model has {saved.scalars} parameters, more than the {limit} served as JSON"
+        " (DESCENT_MAX_PARAMETERS_JSON); download them as a safetensors file with"
+        f" GET /jobs/{job_id}/parameters?format=safetensors"
     )
 
 
-@router.get("/{job_id}/trajectory", response_model=Trajectory, responses=NOT_FOUND)
+def _safetensors_download(job_id: str, saved: curves.SavedParameters, file: bytes) -> Response:
+    headers = {
+        "Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
+        "X-Descent-Step": str(saved.step),
+        "X-Descent-Parameters": str(saved.scalars),
+    }
+    return Response(file, media_type="application/octet-stream", headers=headers)
+
+
+@router.get(
+    "/{job_id}/trajectory",
+    response_model=Trajectory,
+    responses={
+        404: {
+            "model": ErrorMessage,
+            "description": "no such job, or one whose model is"
+            " too large to keep a trajectory (the detail says which)",
+        }
+    },
+)
 def get_trajectory(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     """`x` at every step of a minimize job; a small model's parameters after every epoch."""
     with reading(engine) as conn:
         row = jobs.find(conn, job_id=job_id, owner=owner)
         steps, points = curves.read_trajectory(conn, job_pk=row.pk)
+    if not steps and (why := specs.no_trajectory(engine, row.spec, owner=owner)) is not None:
+        raise NotFound(why)
     head = dumps({"job_id": job_id, "steps": steps})[:-1]
     # each point is stored as the JSON list served
     body = head + b',"points":[' + ",".join(points).encode() + b"]}"

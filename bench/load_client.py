@@ -24,6 +24,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -129,7 +130,7 @@ async def follow(port: int, job_id: str, interval: float, tally: Tally, etag: bo
 
 async def run(
     port: int, jobs: list[str], pollers: int, interval: float, seconds: float, etag: bool = False
-) -> dict[str, float]:
+) -> dict[str, Any]:
     started = time.perf_counter()
     tally = Tally(deadline=started + seconds)
     await asyncio.gather(

@@ -202,6 +202,8 @@ def read_series(
         end = steps.index(one.last_step, start) + 1
         out[one.name] = (steps[start:end], [r[1] for r in rows[start:end]])
         start = end
+    if start != len(rows):  # points past a series' last step: not the same snapshot
+        raise RuntimeError("read_series needs series_ends from the same snapshot transaction")
     return out
 
 

@@ -7,14 +7,18 @@ The points are written by the store's own functions (`jobs.claim_next`, `curves.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, update
 
 from service import curves, jobs
+from service.api import conditional, polls
 from service.client import Client
 from service.db.models import JobRow
 from service.schemas.jobs import JobStatus
@@ -237,3 +241,66 @@ def test_the_client_polls_with_if_none_match(
     points, newer = api._new_loss_points(claimed.id, after=3, tag=tag)
     assert points == [(4, 0.25)] and newer != tag
     assert statuses[-1] == 200
+
+
+def _point_reads(statements: list[str]) -> int:
+    return sum("curve_points.value" in statement for statement in statements)
+
+
+def test_the_same_question_asked_twice_reads_the_points_once(
+    client: TestClient, engine: Engine, claimed: jobs.Claimed, selects: list[str]
+) -> None:
+    record(engine, claimed, range(1, 51))
+    first, second = poll(client, claimed, points=10), poll(client, claimed, points=10)
+    assert first.content == second.content
+    assert first.headers["ETag"] == second.headers["ETag"]
+    assert _point_reads(selects) == 1
+    record(engine, claimed, range(51, 53))
+    third = poll(client, claimed, points=10)
+    assert third.json()["series"]["loss"]["steps"][-1] == 52
+    assert _point_reads(selects) == 2
+
+
+def test_long_reads_on_sqlite_asked_together_are_read_once_in_a_thread(
+    client: TestClient,
+    engine: Engine,
+    claimed: jobs.Claimed,
+    selects: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(polls, "INLINE_POINTS", 10)  # every read here is a long one
+    read_series = curves.read_series
+
+    def slow_read(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # in its thread: long enough for every poll to ask meanwhile
+        return read_series(*args, **kwargs)
+
+    monkeypatch.setattr(curves, "read_series", slow_read)
+    record(engine, claimed, range(1, 101), val_loss=0.5)
+    app = client.app
+
+    async def together() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            url = f"/jobs/{claimed.id}/curves"
+            return await asyncio.gather(*(http.get(url, params={"after": 40}) for _ in range(8)))
+
+    answers = asyncio.run(together())
+    assert [a.status_code for a in answers] == [200] * 8
+    assert {a.content for a in answers} == {answers[0].content}
+    assert answers[0].json()["series"]["loss"]["steps"] == list(range(41, 101))
+    assert answers[0].json()["series"]["val_loss"] == {"steps": [100], "values": [0.5]}
+    assert _point_reads(selects) == 1
+    tag = answers[0].headers["ETag"]
+    assert poll(client, claimed, tag, after=40).status_code == 304
+
+
+def test_kept_answers_are_bounded_in_bytes_oldest_out_first() -> None:
+    kept = conditional.Answers(max_bytes=10, max_body=6)
+    kept.put('"a"', b"aaaa")
+    kept.put('"b"', b"bbbb")
+    assert kept.get('"a"') == b"aaaa"  # now the newest
+    kept.put('"c"', b"cccc")  # 12 bytes: the oldest, b, goes
+    assert (kept.get('"a"'), kept.get('"b"'), kept.get('"c"')) == (b"aaaa", None, b"cccc")
+    kept.put('"d"', b"d" * 7)  # past max_body: not kept
+    assert kept.get('"d"') is None

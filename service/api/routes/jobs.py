@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy import Engine
-from starlette.concurrency import run_in_threadpool
 
 from service import curves, jobs, specs
-from service.api import conditional
+from service.api import conditional, polls
 from service.api.deps import (
     INT32_MAX,
     INT32_MIN,
@@ -85,13 +82,6 @@ def delete_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     return Response(status_code=204)
 
 
-#: points (at most) a poll on SQLite reads on the event loop; a larger read goes to a thread
-INLINE_POINTS = 20_000
-#: the latest curve answers, for pollers asking what another just asked: bytes in all, and
-#: the largest body kept
-_ANSWERS = conditional.Answers(max_bytes=32 << 20, max_body=1 << 20)
-
-
 @router.get(
     "/{job_id}/curves", response_model=Curves, responses={**NOT_FOUND, **conditional.NOT_MODIFIED}
 )
@@ -111,54 +101,8 @@ async def get_curves(
 ) -> Response:
     """The job's series; poll with `after` and `If-None-Match` while it runs."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    answer = partial(_curves_answer, engine, job_id, owner, wanted, after, points, if_none_match)
-    # SQLite is a local file whose readers never wait for a writer (WAL): a poll's few index
-    # look-ups cost less than the trip to the threadpool and back, which under 200 pollers
-    # cost more than the poll itself. A network round trip to PostgreSQL, or a long read,
-    # must not hold up the event loop.
-    if engine.dialect.name == "sqlite" and (small := answer(INLINE_POINTS)) is not None:
-        return small
-    whole = await run_in_threadpool(answer, None)
-    assert whole is not None  # with no limit, there is always an answer
-    return whole
-
-
-def _curves_answer(
-    engine: Engine,
-    job_id: str,
-    owner: str | None,
-    wanted: list[str] | None,
-    after: int | None,
-    points: int | None,
-    if_none_match: str | None,
-    most_points: int | None,
-) -> Response | None:
-    """`GET /jobs/{id}/curves`'s answer; None where it would read more than `most_points`."""
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=job_id, owner=owner)
-        ends = curves.series_ends(conn, job_pk=row.pk, names=wanted)
-        # what the answer is made of; a new attempt may record other values at the same steps
-        tag = conditional.etag(
-            str(engine.url), job_id, row.status, row.attempts, ends, wanted, after, points
-        )
-        if conditional.matches(if_none_match, tag):
-            return conditional.not_modified(tag)
-        body = _ANSWERS.get(tag)
-        if body is None:
-            if most_points is not None and curves.most_points(ends, after=after) > most_points:
-                return None
-            series = curves.thin_all(curves.read_series(conn, ends, after=after), points)
-            # built by hand: validating a 100,000-point answer through pydantic would cost
-            # more than reading it
-            body = dumps(
-                {
-                    "job_id": job_id,
-                    "status": row.status,
-                    "series": {n: {"steps": s, "values": v} for n, (s, v) in series.items()},
-                }
-            )
-            _ANSWERS.put(tag, body)
-    return Response(body, media_type="application/json", headers=conditional.headers(tag))
+    query = polls.CurvesQuery(job_id=job_id, names=wanted, after=after, points=points)
+    return await polls.curves_answer(engine, query, owner=owner, if_none_match=if_none_match)
 
 
 #: what `GET /jobs/{id}/parameters` may answer besides JSON and a missing job

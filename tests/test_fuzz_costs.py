@@ -119,7 +119,7 @@ def test_specs_at_the_limits_are_refused_or_fit_the_worker(
 
 
 settings_for_fuzz = hypothesis_settings(
-    max_examples=150,
+    max_examples=100,
     derandomize=True,  # the same specs every run, so CI's answer does not change by chance
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

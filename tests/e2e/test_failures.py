@@ -44,12 +44,18 @@ def cluster(tmp_path: Path) -> Any:
         c.close()
 
 
-def _reference(c: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The same job run without a crash, in the same cluster, for comparison."""
-    job = c.http.post("/jobs", json=JOB).json()
-    done = c.wait_until(job["id"], lambda j: j["status"] in TERMINAL)
-    params = c.http.get(f"/jobs/{job['id']}/parameters").json()["parameters"]
-    return done, c.curve(job["id"]), params
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The job run without a crash, by a worker like the tests' own, once for the module."""
+    c = Cluster(tmp_path_factory.mktemp("reference"), FAST_LEASES)
+    try:
+        c.worker()
+        job = c.http.post("/jobs", json=JOB).json()
+        done = c.wait_until(job["id"], lambda j: j["status"] in TERMINAL)
+        params = c.http.get(f"/jobs/{job['id']}/parameters").json()["parameters"]
+        return done, c.curve(job["id"]), params
+    finally:
+        c.close()
 
 
 def _assert_same_run(c: Cluster, job_id: str, reference: tuple[Any, Any, Any]) -> None:
@@ -65,10 +71,11 @@ def _assert_same_run(c: Cluster, job_id: str, reference: tuple[Any, Any, Any]) -
         assert job["result"][key] == done["result"][key], key
 
 
-def test_sigkill_the_worker_another_resumes_from_the_checkpoint(cluster: Any) -> None:
+def test_sigkill_the_worker_another_resumes_from_the_checkpoint(
+    cluster: Any, reference: Any
+) -> None:
     c: Cluster = cluster()
     first = c.worker()
-    reference = _reference(c)
     job = c.http.post("/jobs", json=JOB).json()
     c.wait_until(job["id"], lambda j: j["progress"]["step"] > 1000)
     c.worker()  # a survivor, idle; the dead one's lease must expire first
@@ -83,11 +90,10 @@ def test_sigkill_the_worker_another_resumes_from_the_checkpoint(cluster: Any) ->
     assert c.log.read_text().count(f"job {job['id']} claimed") == 2
 
 
-def test_sigterm_hands_the_job_over_at_once(cluster: Any) -> None:
+def test_sigterm_hands_the_job_over_at_once(cluster: Any, reference: Any) -> None:
     # a long lease: the hand-over must not wait for it
     c: Cluster = cluster({"DESCENT_LEASE_SECONDS": "60"})
     first = c.worker()
-    reference = _reference(c)
     job = c.http.post("/jobs", json=JOB).json()
     c.wait_until(job["id"], lambda j: j["progress"]["step"] > 1000)
     c.worker()

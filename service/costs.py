@@ -109,6 +109,24 @@ def fit_cost(spec: FitSpec) -> Cost:
     )
 
 
+def no_trajectory(parameters: int, epochs: int, max_values: int | None) -> str | None:
+    """Why a fit run of `parameters` over `epochs` keeps no per-epoch trajectory, or None
+    where it keeps one (API.md section 4; `max_values` is DESCENT_MAX_VALUES)."""
+    if parameters > TRAJECTORY_MAX_PARAMETERS:
+        return (
+            f"no trajectory: the model has {parameters} parameters, and a fit job keeps its "
+            "parameters after every epoch only for models of at most "
+            f"{TRAJECTORY_MAX_PARAMETERS}; GET /jobs/{{id}}/parameters has the latest ones"
+        )
+    values = parameters * (epochs + 1)
+    if max_values is not None and values > max_values:
+        return (
+            f"no trajectory: {parameters} parameters after each of {epochs} epochs make "
+            f"{values} values; the limit is {max_values} (DESCENT_MAX_VALUES)"
+        )
+    return None
+
+
 def eval_rows(widest: int) -> int:
     """Rows evaluated at once for a model whose widest layer has `widest` units."""
     return max(1, min(EVAL_ROWS, EVAL_NUMBERS // max(widest, 1)))

@@ -66,17 +66,4 @@ def no_trajectory(engine: Engine, raw: dict[str, Any], *, owner: str | None) -> 
     if not isinstance(spec, FitSpec) or spec.loss is None:
         return None
     parameters = costs.fit_cost(spec).parameters
-    if parameters > costs.TRAJECTORY_MAX_PARAMETERS:
-        return (
-            f"no trajectory: the model has {parameters} parameters, and a fit job keeps its "
-            f"parameters after every epoch only for models of at most "
-            f"{costs.TRAJECTORY_MAX_PARAMETERS}; GET /jobs/{{id}}/parameters has the latest ones"
-        )
-    values = parameters * (spec.epochs + 1)
-    limit = get_settings().max_values
-    if values > limit:
-        return (
-            f"no trajectory: {parameters} parameters after each of {spec.epochs} epochs make "
-            f"{values} values; the limit is {limit} (DESCENT_MAX_VALUES)"
-        )
-    return None
+    return costs.no_trajectory(parameters, spec.epochs, get_settings().max_values)

@@ -77,21 +77,22 @@ class OverBudget(FieldError):
     """A job whose estimated peak memory passes what a worker may use (DESCENT_WORKER_MEMORY)."""
 
 
+def _cause(error: Mapping[str, Any]) -> Any:
+    """The exception a validator raised for `error`, where one did."""
+    return (error.get("ctx") or {}).get("error")
+
+
 def over_budget(exc: ValidationError) -> OverBudget | None:
     """The memory refusal among a validation's errors, if there is one."""
-    for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, OverBudget):
-            return cause
-    return None
+    refusals = [c for c in map(_cause, exc.errors()) if isinstance(c, OverBudget)]
+    return refusals[0] if refusals else None
 
 
 def locate_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """pydantic's (or FastAPI's) errors with each FieldError moved to the field it names."""
     located = []
     for error in errors:
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, FieldError):
+        if isinstance(cause := _cause(error), FieldError):
             error = {**error, "loc": (*error["loc"], *cause.loc)}
         located.append(dict(error))
     return located

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from service import costs
-from service.costs import TRAJECTORY_MAX_PARAMETERS
 from service.schemas.spec import SOLVERS, FitSpec, Penalty
 from worker.training import data as data_sources
 from worker.training import manual, models, optimizers
@@ -55,10 +54,7 @@ class RunOptions:
 
 def keeps_trajectory(n_params: int, epochs: int, options: RunOptions) -> bool:
     """Whether a fit run records its parameters after every epoch (API.md section 4)."""
-    if n_params > TRAJECTORY_MAX_PARAMETERS:
-        return False
-    limit = options.max_path_values
-    return limit is None or n_params * (epochs + 1) <= limit
+    return costs.no_trajectory(n_params, epochs, options.max_path_values) is None
 
 
 def train(

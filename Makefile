@@ -14,17 +14,22 @@ TORCH_PIP_FLAGS ?=
 .PHONY: run test lint browser bench install install-test clean
 
 $(BIN)/python:
+	@echo "creating the virtual environment in $(VENV)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "installing $(subst ==, ,$(TORCH)) (CPU build; the longest step)..."
 	$(BIN)/pip install -q $(TORCH_PIP_FLAGS) $(TORCH)
+	@echo "installing Descent and its dependencies..."
 	$(BIN)/pip install -q -e .
-	touch $@
+	@touch $@
+	@echo "installed: $(BIN)/descent (or 'source $(BIN)/activate' to put it on the PATH)"
 
 $(VENV)/.installed-test: $(VENV)/.installed
+	@echo "installing the test tools..."
 	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+	@touch $@
 
 install: $(VENV)/.installed
 

@@ -22,8 +22,8 @@ import httpx
 from bench.load import TRAINING, client_argv
 from bench.report import Row
 from bench.service import running_service
-from service import jobs
 from service.db.engine import make_engine
+from service.store import job_queue
 
 #: name -> (the service's DESCENT_* settings, whether the pollers send If-None-Match)
 MODES: dict[str, tuple[dict[str, str], bool]] = {
@@ -52,7 +52,7 @@ class Progress:
         return (self._step() - first) / (time.monotonic() - started)
 
     def _step(self) -> int:
-        return jobs.get(self.engine, job_id=self.job_id, owner=None).progress.step
+        return job_queue.get(self.engine, job_id=self.job_id, owner=None).progress.step
 
     def close(self) -> None:
         self.engine.dispose()

@@ -21,10 +21,10 @@ from sqlalchemy import Engine
 from bench import mlflow_store
 from bench.report import Row
 from bench.service import running_service
-from service import curves, jobs
 from service.db.engine import make_engine, reading
 from service.db.migrate import migrate
-from worker.recorder import DatabaseRecorder
+from service.store import curves, job_queue
+from worker.database_recorder import DatabaseRecorder
 from worker.training.recorder import Chunk
 
 #: steps per chunk: what a loop at 5,000 steps/s hands over at each 0.2 s flush, and the
@@ -51,8 +51,8 @@ def chunks(steps: int, epoch_steps: int) -> list[Chunk]:
 
 def _job(engine: Engine) -> tuple[int, str]:
     """A new job, claimed by the benchmark's worker: its primary key and id."""
-    job = jobs.create(engine, spec={}, owner=None, total_steps=1, total_epochs=1)
-    claimed = jobs.claim_next(engine, worker_id="bench", lease_seconds=600, has_gpu=False)
+    job = job_queue.create(engine, spec={}, owner=None, total_steps=1, total_epochs=1)
+    claimed = job_queue.claim_next(engine, worker_id="bench", lease_seconds=600, has_gpu=False)
     assert claimed is not None and claimed.id == job.id
     return claimed.pk, job.id
 

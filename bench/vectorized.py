@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.schemas.spec import FitSpec
-from worker.training.loop import train
+from service.spec import FitSpec
+from worker.training.fit import train
+from worker.training.group import train_many
 from worker.training.recorder import MemoryRecorder
-from worker.training.vectorized import train_many
 
 DIGITS_MLP: dict[str, Any] = {
     "model": {"type": "mlp", "hidden": [128], "activation": "relu"},
@@ -60,7 +60,7 @@ def together(specs: list[FitSpec]) -> tuple[float, list[MemoryRecorder]]:
     started = time.perf_counter()
     outcomes = train_many(specs, recorders)
     elapsed = time.perf_counter() - started
-    failed = [o for o in outcomes if not isinstance(o, dict)]
+    failed = [o for o in outcomes if isinstance(o, Exception)]
     if failed:
         raise RuntimeError(f"runs of the group failed: {failed}")
     return elapsed, recorders

@@ -8,11 +8,14 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
 
-from service import client_cli
+import httpx
+
+from service.client import commands as client_commands
 from service.config import DEFAULT_DATABASE_URL, Settings, configure
 
 log = logging.getLogger("descent")
@@ -21,6 +24,8 @@ log = logging.getLogger("descent")
 STOP_GRACE_SECONDS = 15.0
 #: seconds between looks at the children
 SUPERVISE_SECONDS = 0.2
+#: seconds between `descent up`'s looks at its own /health until a worker is ready
+READY_POLL_SECONDS = 0.5
 #: Linux prctl option: signal the child when its parent dies
 PR_SET_PDEATHSIG = 1
 
@@ -31,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per `up`'s look at /health
     return int(args.func(args) or 0)
 
 
@@ -64,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "when DESCENT_TORCH_THREADS is 0 (`descent up` passes its --workers; default 1)",
     )
     worker.set_defaults(func=cmd_worker)
-    client_cli.add_commands(commands)  # submit, jobs, show, curves, cancel, sweep
+    client_commands.add_commands(commands)  # submit, jobs, show, curves, cancel, sweep
     return parser
 
 
@@ -105,8 +111,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.limits import cap_address_space
-    from worker.main import Worker
+    from worker.claims import Worker
+    from worker.memory import cap_address_space
     from worker.priority import take_share
 
     settings = _settings(args)
@@ -167,6 +173,7 @@ class Supervisor:
             self.args.port,
             len(self.workers),
         )
+        threading.Thread(target=self._announce_ready, name="ready", daemon=True).start()
         code = 0
         while not self.stopping:
             time.sleep(SUPERVISE_SECONDS)
@@ -182,6 +189,22 @@ class Supervisor:
                     self.workers[i] = self._spawn_worker()
         self._stop_children()
         return code
+
+    def _announce_ready(self) -> None:
+        """Say where the service is once a worker can take a job, and what it waits for until."""
+        url = _url(self.args.host, self.args.port)
+        waiting_for = ""
+        with httpx.Client(base_url=url, timeout=1, trust_env=False) as http:
+            while not self.stopping:
+                workers = _workers_seen(http)
+                if workers is not None and (workers >= 1 or self.args.workers == 0):
+                    log.info("Descent is ready: %s (%d worker(s) ready)", url, workers)
+                    return
+                now_waiting_for = "the API" if workers is None else "the first worker"
+                if now_waiting_for != waiting_for:
+                    waiting_for = now_waiting_for
+                    log.info("waiting for %s...", waiting_for)
+                time.sleep(READY_POLL_SECONDS)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -200,6 +223,23 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         log.info("descent up: stopped")
+
+
+def _url(host: str, port: int) -> str:
+    """The address to give a person; an API on every interface is reached on this host's."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _workers_seen(http: httpx.Client) -> int | None:
+    """The workers the API's /health counts; None while it does not answer."""
+    try:
+        answer = http.get("/health")
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    return int(answer.json().get("workers", 0))
 
 
 def _die_with_parent() -> None:

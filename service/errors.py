@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+#: characters of a client's text (a cell, a name, an id) a message quotes
+QUOTED = 100
+
+
+def quoted(text: str) -> str:
+    """`text` as repr writes it, cut to QUOTED characters: a message never echoes a whole text."""
+    if len(text) <= QUOTED:
+        return repr(text)
+    return f"{text[:QUOTED]!r}... ({len(text)} characters)"
+
 
 class DescentError(Exception):
     """Base of every error Descent raises on purpose."""

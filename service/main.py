@@ -10,7 +10,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.limits import BodySizeLimit
+from service.api.body_size import BodySizeLimit
 from service.api.main import api_router
 from service.api.metrics_middleware import instrument
 from service.api.responses import SafeJSONResponse, cut, validation_error

@@ -19,10 +19,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from service import costs
 from service.config import Settings
 from service.main import create_app
-from service.schemas.spec import FitSpec, job_spec_adapter
+from service.spec import FitSpec, costs, job_spec_adapter
 from tests.conftest import TERMINAL, start_process, stop_process
 
 BUDGET = 512 << 20

@@ -12,7 +12,9 @@ from pydantic import AfterValidator
 from sqlalchemy import Engine
 
 from service.config import Settings
-from service.schemas.spec import TEXT_PATTERN
+from service.spec import TEXT_PATTERN
+from service.spec.limits import Limits
+from service.store import paging
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -78,4 +80,16 @@ Cursor = Annotated[
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_limits(request: Request) -> Limits:
+    return Limits.of(request.app.state.settings)
+
+
+#: the limits on a job's size this deployment sets (DESCENT_MAX_*, DESCENT_WORKER_MEMORY)
+LimitsDep = Annotated[Limits, Depends(get_limits)]
 OwnerDep = Annotated[str | None, Depends(current_owner)]
+
+
+#: how many items a page of a list holds
+PageLimit = Annotated[int, Query(ge=1, le=paging.MAX_PAGE)]

@@ -26,10 +26,9 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import Response
 from sqlalchemy import Engine
 
-from service import curves, jobs
 from service.api import conditional
 from service.api.responses import dumps
-from service.db.engine import reading
+from service.store import curves
 
 #: points (at most: `curves.most_points`) a poll on SQLite reads on the event loop, ~20 ms
 INLINE_POINTS = 20_000
@@ -82,9 +81,9 @@ def _look(
 ) -> tuple[str, bytes | None]:
     """The answer's tag, and its body: None when the tag matches `if_none_match`, or when
     the body is not kept and would read more than `most_points` points."""
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=query.job_id, owner=owner)
-        ends = curves.series_ends(conn, job_pk=row.pk, names=query.names)
+    look = curves.snapshot(engine, job_id=query.job_id, owner=owner, names=query.names)
+    with look as seen:
+        row, ends = seen.job, seen.ends
         # what the answer is made of; a new attempt may record other values at the same steps
         tag = conditional.etag(str(engine.url), row.status, row.attempts, ends, query)
         if conditional.matches(if_none_match, tag):
@@ -93,7 +92,7 @@ def _look(
             return tag, body
         if most_points is not None and curves.most_points(ends, after=query.after) > most_points:
             return tag, None
-        series = curves.read_series(conn, ends, after=query.after)
+        series = seen.read(after=query.after)
     thinned = curves.thin_all(series, query.points)
     # built by hand: validating a 100,000-point answer through pydantic would cost more than
     # reading it

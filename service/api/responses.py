@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
 from service.schemas.errors import ErrorMessage
-from service.schemas.spec import locate_errors
+from service.spec import locate_errors
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 

@@ -1,1 +1,4 @@
-"""The data layer: tables, the engine, migrations."""
+"""The database itself: the SQLAlchemy tables, the engine and its transactions, the migrations.
+
+It may import SQLAlchemy and Alembic only; `service.store` is the only room that uses it.
+"""

@@ -192,3 +192,22 @@ class CheckpointRow(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     #: `torch.save` of a plain dict: model, optimizer, schedule, RNG states, position
     state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WorkerRow(Base):
+    """A worker process, as it last said it was alive; `/health` counts the recent ones.
+
+    A worker that stops cleanly deletes its row; one that dies leaves it, and a row not seen
+    within a lease no longer counts.
+    """
+
+    __tablename__ = "workers"
+
+    #: the worker's own id, `host:pid:random` (the `worker_id` of the jobs it holds)
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    #: the device it trains on by default (`cpu`, `cuda`, `cuda:N`); null until it says
+    device: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

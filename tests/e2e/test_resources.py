@@ -75,8 +75,8 @@ def test_a_worker_that_cannot_hold_a_job_fails_it_as_resources(cluster: Any) -> 
 #: past what it holds: the allocation itself fails inside the job
 _CAPPED_WORKER = """
 from service.config import Settings
-from worker.limits import cap_address_space
-from worker.main import Worker
+from worker.memory import cap_address_space
+from worker.claims import Worker
 
 worker = Worker(Settings(), device="cpu")
 cap_address_space(256 << 20)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from tests.conftest import fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 
 Path = list[float]
 

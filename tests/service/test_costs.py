@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import costs
 from service.config import Settings
 from service.main import create_app
-from service.schemas.spec import FitSpec, job_spec_adapter
+from service.spec import FitSpec, costs, job_spec_adapter
 from tests.conftest import fit_spec
 
 

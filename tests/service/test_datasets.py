@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from starlette.types import Message, Receive, Scope, Send
 
-from service import datasets
-from service.api.limits import FRAMING_BYTES, BodySizeLimit
+from service.api import uploads
+from service.api.body_size import FRAMING_BYTES, BodySizeLimit
 from service.config import Settings
 from service.errors import InvalidUpload, NotFound
 from service.main import create_app
+from service.store import datasets
 
 CSV = b"a,b,y\n1,2.5,0\n-3,4e-3,1\n0.1,6,2\n"
 
@@ -85,7 +86,7 @@ def test_load_gives_back_the_exact_numbers(client: TestClient, engine: Engine) -
 
 def test_quoting_crlf_bom_and_blank_lines_are_fine() -> None:
     raw = b'\xef\xbb\xbf"a", b ,y\r\n1,"2",3\r\n\r\n4,5,6\r\n\r\n\r\n'
-    parsed = datasets.parse_csv(raw, target=None, limits=datasets.Limits(rows=10))
+    parsed = uploads.parse_csv(raw, target=None, limits=uploads.Limits(rows=10))
     assert parsed.columns == ["a", "b", "y"]
     np.testing.assert_array_equal(parsed.x, [[1, 2], [4, 5]])
     np.testing.assert_array_equal(parsed.y, [3, 6])
@@ -200,7 +201,7 @@ def test_bad_files_answer_422_naming_the_row_or_column(
 
 
 def test_a_sum_that_overflows_is_not_mistaken_for_inf() -> None:
-    parsed = datasets.parse_csv(b"x,y\n1e308,1e308\n", target=None, limits=datasets.Limits(rows=10))
+    parsed = uploads.parse_csv(b"x,y\n1e308,1e308\n", target=None, limits=uploads.Limits(rows=10))
     assert parsed.x[0, 0] == 1e308 and parsed.y[0] == 1e308
 
 
@@ -292,14 +293,14 @@ def test_the_column_limit_is_a_setting(db_url: str) -> None:
 
 def test_a_wide_header_is_checked_in_linear_time() -> None:
     # a quadratic look for duplicates takes minutes on 100,000 columns
-    limits = datasets.Limits(columns=100_000)
+    limits = uploads.Limits(columns=100_000)
     start = time.perf_counter()
-    parsed = datasets.parse_csv(wide(100_000), target="c5", limits=limits)
+    parsed = uploads.parse_csv(wide(100_000), target="c5", limits=limits)
     assert time.perf_counter() - start < 5
     assert parsed.x.shape == (1, 99_999) and parsed.target == "c5"
     duplicated = wide(100_000).replace(b",c99999\n", b",c3\n", 1)
     with pytest.raises(InvalidUpload, match="names column 'c3' twice"):
-        datasets.parse_csv(duplicated, target=None, limits=limits)
+        uploads.parse_csv(duplicated, target=None, limits=limits)
 
 
 def test_values_past_the_limit_are_422_as_soon_as_they_pass_it(db_url: str) -> None:
@@ -317,15 +318,15 @@ def test_values_past_the_limit_are_422_as_soon_as_they_pass_it(db_url: str) -> N
 
 def test_a_missing_target_lists_a_few_columns_only() -> None:
     with pytest.raises(InvalidUpload) as caught:
-        datasets.parse_csv(wide(5000), target="price", limits=datasets.Limits())
+        uploads.parse_csv(wide(5000), target="price", limits=uploads.Limits())
     message = str(caught.value)
     assert message.startswith("no column 'price'; the columns are 'c0', 'c1'")
-    assert message.endswith(f"'c{datasets.LISTED - 1}' and {5000 - datasets.LISTED} more")
+    assert message.endswith(f"'c{uploads.LISTED - 1}' and {5000 - uploads.LISTED} more")
 
 
 def test_parse_errors_are_invalid_upload() -> None:
     with pytest.raises(InvalidUpload, match="row 3"):
-        datasets.parse_csv(b"x,y\n1,2\n3\n", target=None, limits=datasets.Limits(rows=10))
+        uploads.parse_csv(b"x,y\n1,2\n3\n", target=None, limits=uploads.Limits(rows=10))
 
 
 def test_a_large_file_parses_in_reasonable_time(client: TestClient, engine: Engine) -> None:
@@ -334,7 +335,7 @@ def test_a_large_file_parses_in_reasonable_time(client: TestClient, engine: Engi
     lines = [",".join(repr(v) for v in row) for row in table.tolist()]
     raw = ("a,b,c,d,y\n" + "\n".join(lines) + "\n").encode()
     start = time.perf_counter()
-    parsed = datasets.parse_csv(raw, target=None, limits=datasets.Limits())
+    parsed = uploads.parse_csv(raw, target=None, limits=uploads.Limits())
     parse_s = time.perf_counter() - start
     np.testing.assert_array_equal(parsed.x, table[:, :4])  # repr round-trips exactly
     start = time.perf_counter()

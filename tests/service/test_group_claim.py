@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from service import jobs, sweeps
 from service.db.engine import writing
 from service.db.models import CheckpointRow, JobRow
-from service.schemas.sweeps import SweepRequest
+from service.spec.sweep import SweepRequest
+from service.store import job_queue, sweeps
 from tests.conftest import both_backends, fit_spec
 
 
@@ -19,15 +19,17 @@ def _sweep(engine: Engine, grid: dict[str, list[Any]]) -> list[str]:
     return [run.id for run in created.jobs]
 
 
-def _claim(engine: Engine, worker: str) -> jobs.Claimed:
-    claimed = jobs.claim_next(engine, worker_id=worker, lease_seconds=30, has_gpu=False)
+def _claim(engine: Engine, worker: str) -> job_queue.Claimed:
+    claimed = job_queue.claim_next(engine, worker_id=worker, lease_seconds=30, has_gpu=False)
     assert claimed is not None
     return claimed
 
 
-def _siblings(engine: Engine, lead: jobs.Claimed, worker: str, **kw: Any) -> list[jobs.Claimed]:
+def _siblings(
+    engine: Engine, lead: job_queue.Claimed, worker: str, **kw: Any
+) -> list[job_queue.Claimed]:
     options: dict[str, Any] = {"accept": lambda spec: True, "most": 100, **kw}
-    return jobs.claim_siblings(
+    return job_queue.claim_siblings(
         engine, lead=lead, worker_id=worker, lease_seconds=30, has_gpu=False, **options
     )
 
@@ -57,7 +59,7 @@ def test_siblings_are_claimed_once_by_the_lead_worker(engine: Engine) -> None:
 @both_backends
 def test_only_accepted_siblings_of_the_same_sweep(engine: Engine) -> None:
     ids = _sweep(engine, {"batch_size": [8, 16, 8]})
-    outsider = jobs.create(engine, spec=fit_spec(), owner=None, total_steps=1, total_epochs=1)
+    outsider = job_queue.create(engine, spec=fit_spec(), owner=None, total_steps=1, total_epochs=1)
     lead = _claim(engine, "w")
     taken = _siblings(engine, lead, "w", accept=lambda spec: spec["batch_size"] == 8)
     assert [s.id for s in taken] == [ids[2]]
@@ -67,7 +69,7 @@ def test_only_accepted_siblings_of_the_same_sweep(engine: Engine) -> None:
 
 @both_backends
 def test_a_job_outside_a_sweep_has_no_siblings(engine: Engine) -> None:
-    jobs.create(engine, spec=fit_spec(), owner=None, total_steps=1, total_epochs=1)
+    job_queue.create(engine, spec=fit_spec(), owner=None, total_steps=1, total_epochs=1)
     _sweep(engine, {"seed": [1, 2]})
     assert _siblings(engine, _claim(engine, "w"), "w") == []
 

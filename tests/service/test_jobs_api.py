@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from tests.conftest import fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_gpu_job_on_cpu_worker_fails_invalid(client: TestClient, settings: Setti
     # a CPU-only worker leaves GPU jobs to GPU workers for a while, then fails them
     worker = Worker(settings, device="cpu")
     assert not worker.run_one()
-    from service import jobs as job_store
+    from service.store import job_queue as job_store
 
     old, job_store.GPU_WAIT_SECONDS = job_store.GPU_WAIT_SECONDS, -1.0
     try:
@@ -175,4 +175,4 @@ def test_gpu_job_on_cpu_worker_fails_invalid(client: TestClient, settings: Setti
 
 
 def test_health(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "database": "sqlite"}
+    assert client.get("/health").json() == {"status": "ok", "database": "sqlite", "workers": 0}

@@ -14,7 +14,7 @@ from service.config import Settings, configure
 from service.db.models import JobRow
 from service.main import create_app
 from tests.conftest import fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 
 STATUSES = {"queued", "running", "succeeded", "failed", "cancelled"}
 

@@ -21,17 +21,18 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from service import curves, jobs
 from service.client import Client, ClientError
 from service.config import Settings, configure
 from service.db.engine import make_engine, reading, writing
 from service.db.migrate import alembic_config, migrate
 from service.db.models import JobRow
 from service.main import create_app
+from service.store import curves, job_queue
 from tests.conftest import both_backends, fit_spec
-from worker.main import Worker
-from worker.recorder import DatabaseRecorder
-from worker.training.recorder import Chunk, encode_parameters
+from worker.claims import Worker
+from worker.database_recorder import DatabaseRecorder
+from worker.training.parameters_file import encode_parameters
+from worker.training.recorder import Chunk
 
 MLP = fit_spec(
     model={"type": "mlp", "hidden": [4, 3], "activation": "tanh"},
@@ -106,7 +107,7 @@ def test_each_run_of_a_grouped_sweep_stores_its_own_parameters(
     client: TestClient, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     sweep = client.post("/sweeps", json={"base": MLP, "grid": {"seed": [0, 1]}}).json()
-    with caplog.at_level(logging.INFO, logger="worker.main"):
+    with caplog.at_level(logging.INFO, logger="worker.claims"):
         assert worker.run_one()
     assert "training 2 runs of a sweep together" in caplog.text  # as stacked rows
     first, second = (
@@ -217,8 +218,8 @@ def test_a_model_of_millions_of_parameters_is_stored_and_served(
 
 
 def _held_job(engine: Engine, worker_id: str = "w") -> int:
-    jobs.create(engine, spec={"device": "cpu"}, owner=None, total_steps=3, total_epochs=1)
-    claimed = jobs.claim_next(engine, worker_id=worker_id, lease_seconds=30, has_gpu=False)
+    job_queue.create(engine, spec={"device": "cpu"}, owner=None, total_steps=3, total_epochs=1)
+    claimed = job_queue.claim_next(engine, worker_id=worker_id, lease_seconds=30, has_gpu=False)
     assert claimed is not None
     return claimed.pk
 

@@ -22,13 +22,13 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from service import objectives_np, plots
 from service.api.routes import plots as plot_routes
 from service.config import Settings, configure
 from service.main import create_app
-from service.schemas.spec import MinimizeSpec
+from service.plots import charts, surfaces
+from service.spec import MinimizeSpec
 from tests.conftest import fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 from worker.training import objectives
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,7 +64,7 @@ def png_shape(client: TestClient, job_id: str) -> tuple[int, int]:
 
 
 def inches(width: float, height: float) -> tuple[int, int]:
-    return round(height * plots.DPI), round(width * plots.DPI)
+    return round(height * charts.DPI), round(width * charts.DPI)
 
 
 # --- the endpoint ---------------------------------------------------------------------------
@@ -109,8 +109,8 @@ def test_minimize_1d_and_nd_jobs(client: TestClient, worker: Worker) -> None:
 def test_queued_jobs_have_a_picture_too(client: TestClient) -> None:
     fit = client.post("/jobs", json=fit_spec()).json()
     minimize = client.post("/jobs", json=minimize_spec()).json()
-    assert png_shape(client, fit["id"]) == inches(*plots.SIZE)
-    assert png_shape(client, minimize["id"]) == inches(*plots.SIZE)
+    assert png_shape(client, fit["id"]) == inches(*charts.SIZE)
+    assert png_shape(client, minimize["id"]) == inches(*charts.SIZE)
 
 
 def test_a_long_path_is_drawn_from_evenly_spaced_points() -> None:
@@ -166,9 +166,9 @@ def decaying(n: int, start: float, end: float) -> list[float | None]:
 
 
 def test_log_scale_when_the_range_calls_for_it() -> None:
-    wide = plots._curves_figure("t", curves(loss=decaying(100, 50, 0.01)), status="running")
-    narrow = plots._curves_figure("t", curves(loss=decaying(100, 2, 0.5)), status="running")
-    signed = plots._curves_figure("t", curves(loss=[-5.0, 100.0, 1e-3]), status="running")
+    wide = charts._curves_figure("t", curves(loss=decaying(100, 50, 0.01)), status="running")
+    narrow = charts._curves_figure("t", curves(loss=decaying(100, 2, 0.5)), status="running")
+    signed = charts._curves_figure("t", curves(loss=[-5.0, 100.0, 1e-3]), status="running")
     assert wide.axes[0].get_yscale() == "log"
     assert narrow.axes[0].get_yscale() == "linear"
     assert signed.axes[0].get_yscale() == "linear"
@@ -182,7 +182,7 @@ def test_panels_titles_and_legends() -> None:
         accuracy=[0.5, 0.7, 0.8, 0.85, 0.9],
         lr=[0.1, 0.1, 0.05, 0.05, 0.025],
     )
-    fig = plots._curves_figure("digits (job abc)", series, status="succeeded")
+    fig = charts._curves_figure("digits (job abc)", series, status="succeeded")
     assert fig.get_suptitle() == "digits (job abc): succeeded"
     loss, accuracy, lr = fig.axes
     assert [legend_names(ax) for ax in fig.axes] == [
@@ -194,7 +194,7 @@ def test_panels_titles_and_legends() -> None:
     assert lr.get_xlabel() == "step"
     assert "last 0.2" in legend_texts(loss)[2]
     # a constant learning rate gets no panel
-    steady = plots._curves_figure("t", curves(loss=[1.0, 0.5], lr=[0.1, 0.1]), status="running")
+    steady = charts._curves_figure("t", curves(loss=[1.0, 0.5], lr=[0.1, 0.1]), status="running")
     assert len(steady.axes) == 1
 
 
@@ -211,10 +211,10 @@ def legend_names(ax: Axes) -> list[str]:
 
 @pytest.mark.parametrize("series", [{}, {"loss": ([], [])}, {"loss": ([1, 2], [None, None])}])
 def test_no_points_yet(series: dict) -> None:
-    fig = plots._curves_figure("job x", series, status="queued")
+    fig = charts._curves_figure("job x", series, status="queued")
     assert [t.get_text() for t in fig.axes[0].texts] == ["no points yet"]
     assert fig.get_suptitle() == "job x: queued"
-    assert plots.job_curves_png("job x", series, status="queued").startswith(PNG_MAGIC)
+    assert charts.job_curves_png("job x", series, status="queued").startswith(PNG_MAGIC)
 
 
 def minimize(**fields: Any) -> MinimizeSpec:
@@ -238,7 +238,7 @@ def path_of(objective: dict[str, Any], x0: list[float], steps: int = 100) -> lis
 
 def losses_of(objective: dict[str, Any], points: list[list[float]]) -> tuple[list[int], list]:
     u, v = np.array(points).T
-    values = objectives_np.function_2d(objective)(u, v)
+    values = surfaces.function_2d(objective)(u, v)
     return list(range(len(points))), [float(z) for z in values]
 
 
@@ -260,7 +260,7 @@ def contour_norm(fig: Figure) -> Any:
 )
 def test_path_on_contours(objective: dict, x0: list[float], log_levels: bool) -> None:
     points = path_of(objective, x0)
-    fig = plots._path_2d_figure("t", objective, points, losses_of(objective, points))
+    fig = charts._path_2d_figure("t", objective, points, losses_of(objective, points))
     assert isinstance(contour_norm(fig), LogNorm) == log_levels
     path, f_panel = fig.axes[0], fig.axes[1]
     lo, hi = sorted(path.get_xlim()), sorted(path.get_ylim())
@@ -271,26 +271,26 @@ def test_path_on_contours(objective: dict, x0: list[float], log_levels: bool) ->
     assert labels[3].startswith(f"end, step {len(points) - 1}: x = (")
     # log where f stays positive and falls by more than a hundredfold
     f = np.array(losses_of(objective, points)[1])
-    wide = f.min() > 0 and f.max() / f.min() > plots.LOG_RATIO
+    wide = f.min() > 0 and f.max() / f.min() > charts.LOG_RATIO
     assert f_panel.get_yscale() == ("log" if wide else "linear")
     assert f_panel.get_xlabel() == "step k"
 
 
 def test_known_minima_are_marked() -> None:
     points = path_of({"type": "booth"}, [-5.0, -5.0])
-    fig = plots._path_2d_figure(
+    fig = charts._path_2d_figure(
         "t", {"type": "booth"}, points, losses_of({"type": "booth"}, points)
     )
     labels = legend_texts(fig.axes[2])
     assert "minimum (1, 3)" in labels
-    assert objectives_np.landmarks({"type": "himmelblau"})[0] == "minima"
-    assert objectives_np.landmarks({"type": "saddle"}) == ("saddle point", [(0.0, 0.0)])
+    assert surfaces.landmarks({"type": "himmelblau"})[0] == "minima"
+    assert surfaces.landmarks({"type": "saddle"}) == ("saddle point", [(0.0, 0.0)])
 
 
 def test_path_1d_on_the_parabola() -> None:
     points = [[10.0 * 0.8**k] for k in range(21)]
     losses = (list(range(21)), [p[0] ** 2 for p in points])
-    fig = plots._path_1d_figure("x^2", {"type": "quadratic", "scales": [1.0]}, points, losses)
+    fig = charts._path_1d_figure("x^2", {"type": "quadratic", "scales": [1.0]}, points, losses)
     curve = fig.axes[0].get_lines()[0]
     assert np.allclose(curve.get_ydata(), np.asarray(curve.get_xdata()) ** 2)
     assert fig.axes[0].get_ylabel() == "f(x)"
@@ -301,7 +301,7 @@ def test_path_1d_on_the_parabola() -> None:
 def test_a_thinned_path_ends_at_the_last_step_of_its_loss() -> None:
     points = [[10.0 * 0.8**k] for k in range(0, 5001, 5)]  # 1001 points of 5000 steps
     losses = (list(range(0, 5001, 5)), [p[0] ** 2 for p in points])
-    fig = plots._path_1d_figure("x^2", {"type": "quadratic"}, points, losses)
+    fig = charts._path_1d_figure("x^2", {"type": "quadratic"}, points, losses)
     assert any(t.startswith("end, step 5000: x = ") for t in legend_texts(fig.axes[2]))
 
 
@@ -313,9 +313,9 @@ def test_paths_that_diverged_or_barely_started() -> None:
         [[0.0, 0.0], [0.0, 0.0]],  # standing still
     ]
     for points in cases:
-        png = plots.minimize_path_png("t", rosenbrock, points, losses=([0], [12.5]))
+        png = charts.minimize_path_png("t", rosenbrock, points, losses=([0], [12.5]))
         assert png.startswith(PNG_MAGIC)
-    png = plots.minimize_path_png("t", {"type": "quadratic"}, [[math.nan]], losses=([], []))
+    png = charts.minimize_path_png("t", {"type": "quadratic"}, [[math.nan]], losses=([], []))
     assert png.startswith(PNG_MAGIC)
 
 
@@ -324,11 +324,11 @@ def test_numpy_objectives_match_the_workers() -> None:
     for kind in ["rosenbrock", "beale", "himmelblau", "booth", "saddle", "quadratic"]:
         spec = minimize(objective={"type": kind}, x0=[0.0, 0.0])
         f = objectives.build(spec.objective, device=torch.device("cpu"))
-        g = objectives_np.function_2d(spec.objective.model_dump())
+        g = surfaces.function_2d(spec.objective.model_dump())
         for u, v in rng.uniform(-3, 3, size=(20, 2)):
             expected = f(torch.tensor([u, v], dtype=torch.float64)).item()
             assert g(np.array(u), np.array(v)) == pytest.approx(expected, rel=1e-12)
-        for point in objectives_np.landmarks(spec.objective.model_dump())[1]:
+        for point in surfaces.landmarks(spec.objective.model_dump())[1]:
             if kind != "saddle":
                 assert f(torch.tensor(point, dtype=torch.float64)).item() == pytest.approx(
                     0, abs=1e-9
@@ -347,7 +347,7 @@ def test_override_labels() -> None:
         {"optimizer.lr": 0.001, "penalty": {"l1": 0.5}},
         {},
     ]
-    assert plots.override_labels(overrides) == [
+    assert charts.override_labels(overrides) == [
         "optimizer=sgd lr=0.1 batch_size=None",
         "optimizer=adam lr=0.1 batch_size=16",
         # beta=0.9 is momentum's default, but it differs between the momentum runs
@@ -361,9 +361,9 @@ def test_override_labels() -> None:
 def test_override_labels_hide_defaults_and_cut_long_ones() -> None:
     adam = {"type": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "amsgrad": True}
     model = {"type": "mlp", "hidden": [512, 256, 128, 64, 32], "activation": "tanh"}
-    (label,) = plots.override_labels([{"optimizer": adam, "model": model, "seed": 123456789}])
+    (label,) = charts.override_labels([{"optimizer": adam, "model": model, "seed": 123456789}])
     assert label.startswith("optimizer=adam amsgrad=True model=mlp")
-    assert len(label) == plots.LABEL_MAX and label.endswith("…")
+    assert len(label) == charts.LABEL_MAX and label.endswith("…")
 
 
 def sweep_runs(n: int, spread: float = 1000.0) -> list[dict[str, Any]]:
@@ -379,7 +379,7 @@ def sweep_runs(n: int, spread: float = 1000.0) -> list[dict[str, Any]]:
 
 
 def test_sweep_legend_inside_for_few_runs_outside_for_many() -> None:
-    few = plots._sweep_figure("lr sweep", sweep_runs(3), name="loss")
+    few = charts._sweep_figure("lr sweep", sweep_runs(3), name="loss")
     (ax,) = few.axes
     assert legend_names(ax) == [
         "optimizer=sgd lr=0.01",
@@ -388,12 +388,12 @@ def test_sweep_legend_inside_for_few_runs_outside_for_many() -> None:
     ]
     assert few.get_suptitle() == "lr sweep: loss" and ax.get_ylabel() == "loss"
     assert ax.get_yscale() == "log" and not few.legends
-    many = plots._sweep_figure("lr sweep", sweep_runs(9), name="loss")
+    many = charts._sweep_figure("lr sweep", sweep_runs(9), name="loss")
     many.canvas.draw()  # lays it out
     assert many.axes[0].get_legend() is None and len(many.legends[0].get_texts()) == 9
     legend, axes = many.legends[0].get_window_extent(), many.axes[0].get_window_extent()
     assert legend.x0 >= axes.x1  # to the right of the plot
-    flat = plots._sweep_figure("t", sweep_runs(2, spread=3.0), name="val_loss")
+    flat = charts._sweep_figure("t", sweep_runs(2, spread=3.0), name="val_loss")
     assert flat.axes[0].get_yscale() == "linear"
 
 
@@ -403,16 +403,16 @@ def test_sweep_of_runs_10_to_10000_steps_long_gets_a_log_step_axis() -> None:
          "values": decaying(n, 10.0, 0.01)}
         for n, b in [(10, None), (10_000, 1), (100, 100)]
     ]  # fmt: skip
-    fig = plots._sweep_figure("batch sizes", runs, name="loss")
+    fig = charts._sweep_figure("batch sizes", runs, name="loss")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     # the short run's marked points are drawn over the long run's noise
     assert ax.get_lines()[0].get_zorder() > ax.get_lines()[1].get_zorder()
-    same = plots._sweep_figure("lr sweep", sweep_runs(3), name="loss")
+    same = charts._sweep_figure("lr sweep", sweep_runs(3), name="loss")
     assert same.axes[0].get_xscale() == "linear"
     # a minimize sweep starts at step 0: no log axis for it
     from_zero = [run | {"steps": [0, *run["steps"][1:]]} for run in runs]
-    assert plots._sweep_figure("s", from_zero, name="loss").axes[0].get_xscale() == "linear"
+    assert charts._sweep_figure("s", from_zero, name="loss").axes[0].get_xscale() == "linear"
 
 
 def test_sweep_plot_of_the_gap_to_the_best(client: TestClient, worker: Worker) -> None:
@@ -430,19 +430,19 @@ def test_gaps_to_the_best_value_of_any_run() -> None:
         {"job_id": "a", "overrides": {}, "steps": [1, 2, 3, 4], "values": [5.0, 2.0, 1.5, 1.5]},
         {"job_id": "b", "overrides": {}, "steps": [1, 2, 3], "values": [4.0, None, 1.5001]},
     ]
-    gapped, best = plots.gaps(runs)
+    gapped, best = charts.gaps(runs)
     assert best == 1.5
     assert gapped[0]["steps"] == [1, 2] and gapped[0]["values"] == [3.5, 0.5]  # 0 dropped
     assert gapped[1]["steps"] == [1, 2, 3] and gapped[1]["values"][:2] == [2.5, None]
     assert gapped[1]["values"][2] == pytest.approx(1e-4)
-    fig = plots._sweep_figure("lasso", gapped, name="loss − best (1.5)")
+    fig = charts._sweep_figure("lasso", gapped, name="loss − best (1.5)")
     assert fig.axes[0].get_yscale() == "log"
-    assert plots.gaps([]) == ([], 0.0)
+    assert charts.gaps([]) == ([], 0.0)
 
 
 def test_sweep_png_and_no_points() -> None:
-    assert plots.sweep_curves_png("s", sweep_runs(12), name="loss").startswith(PNG_MAGIC)
-    empty = plots._sweep_figure(
+    assert charts.sweep_curves_png("s", sweep_runs(12), name="loss").startswith(PNG_MAGIC)
+    empty = charts._sweep_figure(
         "s", [{"job_id": "a", "overrides": {}, "steps": [], "values": []}], name="loss"
     )
     assert [t.get_text() for t in empty.axes[0].texts] == ["no points yet"]
@@ -510,27 +510,27 @@ def figure_for(case: str) -> Figure:
             lr=decaying(20, 0.1, 1e-4),
         )
         name = "a rather long job name that someone typed in to describe the experiment"
-        return plots._curves_figure(f"{name} (job 0123456789abcdef)", full, status="running")
+        return charts._curves_figure(f"{name} (job 0123456789abcdef)", full, status="running")
     if case == "queued":
-        return plots._curves_figure("job 0123456789abcdef", {}, status="queued")
+        return charts._curves_figure("job 0123456789abcdef", {}, status="queued")
     if case in ("rosenbrock", "saddle"):
         objective = {"type": case}
         points = path_of(objective, [-1.5, 2.0] if case == "rosenbrock" else [2.0, 0.01])
         losses = losses_of(objective, points)
-        return plots._path_2d_figure("job x\nadam lr=0.05", objective, points, losses)
+        return charts._path_2d_figure("job x\nadam lr=0.05", objective, points, losses)
     if case == "parabola":
         points = [[10.0 * (-0.7) ** k] for k in range(21)]
         losses = (list(range(21)), [p[0] ** 2 for p in points])
-        return plots._path_1d_figure("x^2", {"type": "quadratic", "scales": [1.0]}, points, losses)
+        return charts._path_1d_figure("x^2", {"type": "quadratic", "scales": [1.0]}, points, losses)
     if case in ("long fit", "long minimize"):
         fit = case == "long fit"
         spec = fit_spec(name=LONG_NAME) if fit else minimize_spec(name=LONG_NAME)
         series = curves(loss=decaying(100, 10, 0.1))
         path = [] if fit else path_of(spec["objective"], spec["x0"])
-        return plots._job_figure(
+        return charts._job_figure(
             "0123456789abcdef", LONG_NAME, "failed", spec, series, path, "diverged"
         )
-    return plots._sweep_figure(LONG_NAME, sweep_runs(int(case[len("sweep") :])), name="loss")
+    return charts._sweep_figure(LONG_NAME, sweep_runs(int(case[len("sweep") :])), name="loss")
 
 
 @pytest.mark.parametrize(
@@ -560,7 +560,7 @@ def test_a_long_name_is_cut_in_the_title() -> None:
     assert len(LONG_NAME) == 200
     fig = figure_for("long fit")
     title = fig.get_suptitle()
-    assert title.startswith(LONG_NAME[: plots.TITLE_MAX - 1] + "… (job 0123456789abcdef)")
+    assert title.startswith(LONG_NAME[: charts.TITLE_MAX - 1] + "… (job 0123456789abcdef)")
     assert ": failed (diverged)\nlinear · linear data · sgd lr=0.01 · batch 16 · 3 epochs" in title
 
 
@@ -568,17 +568,19 @@ def test_pictures_drawn_at_once_from_many_threads() -> None:
     series = curves(loss=decaying(50, 10, 0.1), val_loss=[1.0, 0.5, 0.2])
     with ThreadPoolExecutor(max_workers=8) as pool:
         pngs = list(
-            pool.map(lambda i: plots.job_curves_png(f"job {i}", series, status="running"), range(8))
+            pool.map(
+                lambda i: charts.job_curves_png(f"job {i}", series, status="running"), range(8)
+            )
         )
     assert all(png.startswith(PNG_MAGIC) for png in pngs)
     assert len({png for png in pngs}) == 8  # each its own title
 
 
 def test_the_overlap_check_sees_an_overlap() -> None:
-    fig = plots._curves_figure("t", curves(loss=[1.0, 0.5]), status="running")
+    fig = charts._curves_figure("t", curves(loss=[1.0, 0.5]), status="running")
     fig.axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.08))  # onto the title area
     fig.axes[0].set_title("a title right where the legend is")
     assert any("legend" in clash and "title" in clash for clash in overlaps(fig))
-    crowded = plots._curves_figure("t", curves(loss=[1.0, 0.5]), status="running")
+    crowded = charts._curves_figure("t", curves(loss=[1.0, 0.5]), status="running")
     crowded.axes[0].set_xticks(np.linspace(1, 2, 40))  # forty labels side by side
     assert any(clash.count("tick") == 2 for clash in overlaps(crowded))

@@ -1,8 +1,8 @@
 """A cheap poll of a job's curves: one query for all its series, and `ETag` / `If-None-Match`
 answered 304 while nothing new is recorded, never once something is.
 
-The points are written by the store's own functions (`jobs.claim_next`, `curves.record`,
-`jobs.finish`) into a real database file, as a worker writes them.
+The points are written by the store's own functions (`job_queue.claim_next`, `curves.record`,
+`job_queue.finish`) into a real database file, as a worker writes them.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, update
 
-from service import curves, jobs
 from service.api import conditional, polls
 from service.client import Client
 from service.db.models import JobRow
 from service.schemas.jobs import JobStatus
+from service.store import curves, job_queue
 from tests.conftest import both_backends
 from worker.training.recorder import Chunk
 
@@ -29,15 +29,15 @@ WORKER = "w1"
 
 
 @pytest.fixture
-def claimed(engine: Engine) -> jobs.Claimed:
+def claimed(engine: Engine) -> job_queue.Claimed:
     """A job a worker (`w1`) holds, with no points yet."""
-    jobs.create(engine, spec={"device": "cpu"}, owner=None, total_steps=10, total_epochs=1)
-    job = jobs.claim_next(engine, worker_id=WORKER, lease_seconds=30, has_gpu=False)
+    job_queue.create(engine, spec={"device": "cpu"}, owner=None, total_steps=10, total_epochs=1)
+    job = job_queue.claim_next(engine, worker_id=WORKER, lease_seconds=30, has_gpu=False)
     assert job is not None
     return job
 
 
-def record(engine: Engine, job: jobs.Claimed, steps: range, **extra: float) -> None:
+def record(engine: Engine, job: job_queue.Claimed, steps: range, **extra: float) -> None:
     """The worker records `loss` at `steps` (and `extra` series at the last one)."""
     chunk = Chunk(step=steps[-1], epoch=0)
     for step in steps:
@@ -47,14 +47,14 @@ def record(engine: Engine, job: jobs.Claimed, steps: range, **extra: float) -> N
     assert curves.record(engine, job_pk=job.pk, worker_id=WORKER, chunk=chunk, ids={})
 
 
-def poll(client: TestClient, job: jobs.Claimed, tag: str | None = None, **params: Any) -> Any:
+def poll(client: TestClient, job: job_queue.Claimed, tag: str | None = None, **params: Any) -> Any:
     headers = {"If-None-Match": tag} if tag is not None else {}
     return client.get(f"/jobs/{job.id}/curves", params=params, headers=headers)
 
 
 @both_backends
 def test_304_while_nothing_is_new_then_200_with_the_new_points(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 4))
     first = poll(client, claimed, after=1)
@@ -79,7 +79,7 @@ def test_304_while_nothing_is_new_then_200_with_the_new_points(
 
 @both_backends
 def test_a_new_series_at_a_step_already_seen_changes_the_tag(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 4))
     tag = poll(client, claimed).headers["ETag"]
@@ -93,7 +93,7 @@ def test_a_new_series_at_a_step_already_seen_changes_the_tag(
 
 @both_backends
 def test_names_points_and_after_each_have_their_own_tag(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 11), val_loss=0.5)
     variants: list[dict[str, Any]] = [
@@ -118,11 +118,11 @@ def test_names_points_and_after_each_have_their_own_tag(
 
 @both_backends
 def test_a_status_change_with_no_new_points_changes_the_tag(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 4))
     tag = poll(client, claimed).headers["ETag"]
-    assert jobs.finish(engine, job_pk=claimed.pk, worker_id=WORKER, status=JobStatus.succeeded)
+    assert job_queue.finish(engine, job_pk=claimed.pk, worker_id=WORKER, status=JobStatus.succeeded)
     answer = poll(client, claimed, tag)
     assert answer.status_code == 200
     assert answer.json()["status"] == "succeeded"
@@ -131,17 +131,17 @@ def test_a_status_change_with_no_new_points_changes_the_tag(
 
 
 def test_a_job_run_again_from_the_start_never_matches_its_first_run(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 4))
     tag = poll(client, claimed).headers["ETag"]
     with engine.begin() as conn:  # its worker died: the lease ran out
         conn.execute(update(JobRow).values(lease_expires_at=JobRow.created_at))
-    assert jobs.requeue_expired(engine) == 1
+    assert job_queue.requeue_expired(engine) == 1
     queued = poll(client, claimed, tag)
     assert queued.status_code == 200
     assert queued.json() == {"job_id": claimed.id, "status": "queued", "series": {}}
-    again = jobs.claim_next(engine, worker_id=WORKER, lease_seconds=30, has_gpu=False)
+    again = job_queue.claim_next(engine, worker_id=WORKER, lease_seconds=30, has_gpu=False)
     assert again is not None and again.attempts == 2
     chunk = Chunk(step=3, epoch=0)  # the same steps as the first run, other values
     for step in range(1, 4):
@@ -153,7 +153,7 @@ def test_a_job_run_again_from_the_start_never_matches_its_first_run(
 
 
 def test_if_none_match_lists_weak_tags_and_star(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     record(engine, claimed, range(1, 3))
     tag = poll(client, claimed).headers["ETag"]
@@ -183,7 +183,7 @@ def selects(engine: Engine, client: TestClient) -> Iterator[list[str]]:
 
 @both_backends
 def test_one_query_reads_every_series_and_a_304_reads_no_points(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed, selects: list[str]
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed, selects: list[str]
 ) -> None:
     record(engine, claimed, range(1, 6), val_loss=0.5, train_loss=0.4, lr=0.1, accuracy=0.9)
     answer = poll(client, claimed)
@@ -197,7 +197,7 @@ def test_one_query_reads_every_series_and_a_304_reads_no_points(
 
 
 def test_the_whole_curve_read_in_one_query_matches_each_series_read_alone(
-    engine: Engine, claimed: jobs.Claimed
+    engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     for start in range(1, 300, 50):  # chunks of 50 steps, epoch metrics every 100
         chunk = Chunk(step=start + 49, epoch=0)
@@ -223,7 +223,7 @@ def test_the_whole_curve_read_in_one_query_matches_each_series_read_alone(
 
 
 def test_the_client_polls_with_if_none_match(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed
 ) -> None:
     api = Client("http://testserver")
     api.http.close()
@@ -248,7 +248,7 @@ def _point_reads(statements: list[str]) -> int:
 
 
 def test_the_same_question_asked_twice_reads_the_points_once(
-    client: TestClient, engine: Engine, claimed: jobs.Claimed, selects: list[str]
+    client: TestClient, engine: Engine, claimed: job_queue.Claimed, selects: list[str]
 ) -> None:
     record(engine, claimed, range(1, 51))
     first, second = poll(client, claimed, points=10), poll(client, claimed, points=10)
@@ -264,7 +264,7 @@ def test_the_same_question_asked_twice_reads_the_points_once(
 def test_long_reads_on_sqlite_asked_together_are_read_once_in_a_thread(
     client: TestClient,
     engine: Engine,
-    claimed: jobs.Claimed,
+    claimed: job_queue.Claimed,
     selects: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from tests.conftest import both_backends, fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 
 JSON = {"content-type": "application/json"}
 CSV = b"a,b,y\n1,2.5,0\n-3,4e-3,1\n0.1,6,2\n"

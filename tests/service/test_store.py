@@ -12,23 +12,25 @@ import threading
 import pytest
 from sqlalchemy import Engine, inspect, select, update
 
-from service import curves, jobs
 from service.db.engine import make_engine, reading
 from service.db.models import JobRow
 from service.schemas.jobs import JobStatus
+from service.store import curves, job_queue
 from tests.conftest import both_backends
 from worker.training.recorder import Chunk
 
 
 def _queue(engine: Engine, n: int = 1) -> list[str]:
     return [
-        jobs.create(engine, spec={"device": "cpu"}, owner=None, total_steps=1, total_epochs=1).id
+        job_queue.create(
+            engine, spec={"device": "cpu"}, owner=None, total_steps=1, total_epochs=1
+        ).id
         for _ in range(n)
     ]
 
 
-def _claim(engine: Engine, worker: str) -> jobs.Claimed | None:
-    return jobs.claim_next(engine, worker_id=worker, lease_seconds=30, has_gpu=False)
+def _claim(engine: Engine, worker: str) -> job_queue.Claimed | None:
+    return job_queue.claim_next(engine, worker_id=worker, lease_seconds=30, has_gpu=False)
 
 
 @both_backends
@@ -75,10 +77,12 @@ def test_writes_are_fenced_by_the_holding_worker(engine: Engine) -> None:
         assert curves.read(conn, job_pk=claimed.pk, names=None, after=None) == {
             "loss": ([1, 2], [0.5, 0.25])
         }
-    assert jobs.get(engine, job_id=job_id, owner=None).progress.step == 2
-    assert not jobs.finish(engine, job_pk=claimed.pk, worker_id="w2", status=JobStatus.succeeded)
-    assert jobs.finish(engine, job_pk=claimed.pk, worker_id="w1", status=JobStatus.succeeded)
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w1") == "lost"
+    assert job_queue.get(engine, job_id=job_id, owner=None).progress.step == 2
+    assert not job_queue.finish(
+        engine, job_pk=claimed.pk, worker_id="w2", status=JobStatus.succeeded
+    )
+    assert job_queue.finish(engine, job_pk=claimed.pk, worker_id="w1", status=JobStatus.succeeded)
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w1") == "lost"
 
 
 @both_backends
@@ -86,9 +90,9 @@ def test_cancel_flag_reaches_the_worker(engine: Engine) -> None:
     (job_id,) = _queue(engine)
     claimed = _claim(engine, "w")
     assert claimed is not None
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "held"
-    assert jobs.cancel(engine, job_id=job_id, owner=None).status == JobStatus.running
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "held"
+    assert job_queue.cancel(engine, job_id=job_id, owner=None).status == JobStatus.running
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
 
 
 @both_backends
@@ -99,11 +103,11 @@ def test_expired_lease_requeues_and_drops_points(engine: Engine) -> None:
     chunk = Chunk(step=1, epoch=0)
     chunk.add("loss", 1, 1.0)
     curves.record(engine, job_pk=claimed.pk, worker_id="dead", chunk=chunk, ids={})
-    assert jobs.requeue_expired(engine) == 0  # the lease is still good
+    assert job_queue.requeue_expired(engine) == 0  # the lease is still good
     with engine.begin() as conn:
         conn.execute(update(JobRow).values(lease_expires_at=JobRow.created_at))
-    assert jobs.requeue_expired(engine) == 1
-    job = jobs.get(engine, job_id=job_id, owner=None)
+    assert job_queue.requeue_expired(engine) == 1
+    job = job_queue.get(engine, job_id=job_id, owner=None)
     assert job.status == JobStatus.queued and job.progress.step == 0
     again = _claim(engine, "alive")
     assert again is not None and again.attempts == 2

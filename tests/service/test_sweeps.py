@@ -12,7 +12,6 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, func, insert, inspect, select
 
-from service import jobs, sweeps
 from service.config import Settings, configure
 from service.db.engine import make_engine, reading, writing
 from service.db.migrate import alembic_config, migrate
@@ -27,10 +26,13 @@ from service.db.models import (
 )
 from service.errors import InvalidSweep, NotFound
 from service.main import create_app
-from service.schemas.spec import FitSpec
-from service.schemas.sweeps import SweepRequest, SweepRun
+from service.schemas.sweeps import SweepRun
+from service.spec import FitSpec
+from service.spec import sweep as sweep_spec
+from service.spec.sweep import SweepRequest
+from service.store import job_queue, sweeps
 from tests.conftest import both_backends, fit_spec
-from worker.main import Worker
+from worker.claims import Worker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SGD = {"type": "sgd", "lr": 0.1}
@@ -70,7 +72,7 @@ def run_all(worker: Worker) -> int:
 
 def test_points_are_the_cartesian_product_last_path_fastest() -> None:
     grid = {"a": [1, 2], "b.c": ["x", "y", "z"], "d": [None]}
-    assert sweeps.points(grid) == [
+    assert sweep_spec.points(grid) == [
         {"a": 1, "b.c": "x", "d": None},
         {"a": 1, "b.c": "y", "d": None},
         {"a": 1, "b.c": "z", "d": None},
@@ -78,7 +80,7 @@ def test_points_are_the_cartesian_product_last_path_fastest() -> None:
         {"a": 2, "b.c": "y", "d": None},
         {"a": 2, "b.c": "z", "d": None},
     ]
-    assert sweeps.points({}) == [{}]
+    assert sweep_spec.points({}) == [{}]
 
 
 def test_a_sweep_is_one_job_per_point(client: TestClient) -> None:
@@ -443,7 +445,7 @@ def test_the_plot_draws_the_curves_runs_with_their_overrides(
         drawn.update(title=title, runs=runs, name=name)
         return PNG_MAGIC
 
-    monkeypatch.setattr("service.plots.sweep_curves_png", sweep_curves_png)
+    monkeypatch.setattr("service.plots.charts.sweep_curves_png", sweep_curves_png)
     sweep = make(client, {"base": fit_spec(), "grid": {"optimizer": [SGD, ADAM]}})
     run_all(worker)
     assert client.get(f"/sweeps/{sweep['id']}/plot.png").content == PNG_MAGIC
@@ -461,7 +463,7 @@ def test_cancel_stops_every_unfinished_job(
     sweep = make(client, {"base": fit_spec(), "grid": {"seed": [0, 1, 2, 3]}})
     ids = [job["id"] for job in sweep["jobs"]]
     assert worker.run_one()  # the first succeeds
-    claimed = jobs.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
+    claimed = job_queue.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
     assert claimed is not None and claimed.id == ids[1]  # the second is running
     cancelled = client.post(f"/sweeps/{sweep['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
@@ -476,7 +478,7 @@ def test_cancel_stops_every_unfinished_job(
     }
     assert body["runs"][2]["error"] == {"type": "cancelled", "message": "cancelled while queued"}
     # the running one's worker is told, as by POST /jobs/{id}/cancel
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
     assert client.get(f"/jobs/{ids[0]}").json()["status"] == "succeeded"
     assert not worker.run_one()  # nothing is left queued
     # again: nothing left to cancel, and it says so as GET does
@@ -514,12 +516,12 @@ def test_delete_removes_the_sweep_its_jobs_and_their_data(
 
 def test_delete_stops_a_running_job(client: TestClient, engine: Engine) -> None:
     sweep = make(client, {"base": fit_spec(), "grid": {"seed": [0, 1]}})
-    claimed = jobs.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
+    claimed = job_queue.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
     assert claimed is not None
     assert client.delete(f"/sweeps/{sweep['id']}").status_code == 204
     # its worker finds the job gone, and its writes are refused
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "lost"
-    assert not jobs.heartbeat(engine, job_pk=claimed.pk, worker_id="w", lease_seconds=30)
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "lost"
+    assert not job_queue.heartbeat(engine, job_pk=claimed.pk, worker_id="w", lease_seconds=30)
     assert count(engine, JobRow) == 0
 
 
@@ -659,21 +661,21 @@ def test_store_round_trip(engine: Engine) -> None:
     sweep = sweeps.get(engine, sweep_id=made.id, owner="alpha")
     assert [r.job_id for r in sweep.runs] == [j.id for j in made.jobs]
     assert sweep.counts.queued == 4 and sweep.base == fit_spec()
-    job = jobs.get(engine, job_id=made.jobs[0].id, owner="alpha")
+    job = job_queue.get(engine, job_id=made.jobs[0].id, owner="alpha")
     assert job.sweep_id == made.id and job.spec["optimizer"]["type"] == "sgd"
     items, cursor = sweeps.list_page(engine, owner="alpha", limit=10, cursor=None)
     assert [(s.id, s.n_jobs) for s in items] == [(made.id, 4)] and cursor is None
     assert sweeps.list_page(engine, owner="beta", limit=10, cursor=None) == ([], None)
 
-    claimed = jobs.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
+    claimed = job_queue.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
     assert claimed is not None and claimed.id == made.jobs[0].id
     cancelled = sweeps.cancel(engine, sweep_id=made.id, owner="alpha")
     assert (cancelled.counts.running, cancelled.counts.cancelled) == (1, 3)
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "cancel"
 
     sweeps.delete_sweep(engine, sweep_id=made.id, owner="alpha")
     assert count(engine, SweepRow) == 0 and count(engine, JobRow) == 0
-    assert jobs.poll(engine, job_pk=claimed.pk, worker_id="w") == "lost"
+    assert job_queue.poll(engine, job_pk=claimed.pk, worker_id="w") == "lost"
 
 
 @both_backends
@@ -690,14 +692,14 @@ def test_store_an_invalid_point_stores_nothing(engine: Engine) -> None:
 
 
 def test_unknown_path() -> None:
-    assert sweeps.unknown_path("optimizer.momentum", FitSpec) is None
-    assert sweeps.unknown_path("model.hidden", FitSpec) is None
-    assert sweeps.unknown_path("schedule.t_max", FitSpec) is None  # through `| None`
-    assert sweeps.unknown_path("data.x", FitSpec) is None  # a field of one data type
-    assert sweeps.unknown_path("model.hidden.0", FitSpec) == (
+    assert sweep_spec.unknown_path("optimizer.momentum", FitSpec) is None
+    assert sweep_spec.unknown_path("model.hidden", FitSpec) is None
+    assert sweep_spec.unknown_path("schedule.t_max", FitSpec) is None  # through `| None`
+    assert sweep_spec.unknown_path("data.x", FitSpec) is None  # a field of one data type
+    assert sweep_spec.unknown_path("model.hidden.0", FitSpec) == (
         "'model.hidden.0' leads into 'model.hidden', which is not an object with fields"
     )
-    assert "no field 'x0' in the job spec" in str(sweeps.unknown_path("x0", FitSpec))
+    assert "no field 'x0' in the job spec" in str(sweep_spec.unknown_path("x0", FitSpec))
 
 
 # --- the migration -------------------------------------------------------------------------
@@ -723,12 +725,12 @@ def test_the_migration_keeps_every_job_and_its_curves(settings: Settings) -> Non
         row = conn.execute(select(JobRow.id, JobRow.sweep_pk, JobRow.overrides)).one()
         assert tuple(row) == ("old", None, None)
         assert conn.execute(select(func.count()).select_from(CurveSeriesRow)).scalar() == 1
-    assert jobs.get(engine, job_id="old", owner=None).sweep_id is None
+    assert job_queue.get(engine, job_id="old", owner=None).sweep_id is None
     engine.dispose()
 
 
 def test_the_downgrade_on_sqlite_keeps_the_curves_or_refuses(engine: Engine, db_url: str) -> None:
-    job = jobs.create(engine, spec={}, owner=None, total_steps=1, total_epochs=1)
+    job = job_queue.create(engine, spec={}, owner=None, total_steps=1, total_epochs=1)
     with writing(engine) as conn:
         pk = conn.execute(select(JobRow.pk).where(JobRow.id == job.id)).scalar_one()
         conn.execute(insert(CurveSeriesRow).values(job_pk=pk, name="loss"))

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import curves
+from service.store import curves
 
 
 def _reference(values: list[float | None], points: int) -> list[int]:

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.engine import make_url
 
-from service import jobs
 from service.db.models import JobRow
+from service.store import job_queue
 from service.wakeup import CHANNEL, Waiter
 from tests.conftest import POSTGRES_ADMIN_URL
 
@@ -20,11 +20,13 @@ on_postgres = pytest.mark.parametrize("backend", ["postgresql"])
 
 
 def _queue(engine: Engine) -> str:
-    return jobs.create(engine, spec={"device": "cpu"}, owner=None, total_steps=1, total_epochs=1).id
+    return job_queue.create(
+        engine, spec={"device": "cpu"}, owner=None, total_steps=1, total_epochs=1
+    ).id
 
 
-def _claim(engine: Engine) -> jobs.Claimed:
-    claimed = jobs.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
+def _claim(engine: Engine) -> job_queue.Claimed:
+    claimed = job_queue.claim_next(engine, worker_id="w", lease_seconds=30, has_gpu=False)
     assert claimed is not None
     return claimed
 
@@ -47,12 +49,12 @@ def test_a_job_becoming_queued_notifies(engine: Engine, listener: psycopg.Connec
     assert _notified(listener) == 1
     claimed = _claim(engine)
     assert _notified(listener, timeout=0.2) == 0  # a claim wakes no one
-    assert jobs.release(engine, job_pk=claimed.pk, worker_id="w")
+    assert job_queue.release(engine, job_pk=claimed.pk, worker_id="w")
     assert _notified(listener) == 1
     _claim(engine)
     with engine.begin() as conn:
         conn.execute(update(JobRow).values(lease_expires_at=JobRow.created_at))
-    assert jobs.requeue_expired(engine) == 1
+    assert job_queue.requeue_expired(engine) == 1
     assert _notified(listener) == 1
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.schemas.spec import FitSpec, LinearModel, LogisticModel, MLPModel, SoftmaxModel
+from service.spec import FitSpec, LinearModel, LogisticModel, MLPModel, SoftmaxModel
 from worker.training import data, models
 
 # --- data -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from service.schemas.spec import LinearModel, LogisticModel, MLPModel, SoftmaxModel
+from service.spec import LinearModel, LogisticModel, MLPModel, SoftmaxModel
 from worker.training import manual, models
 
 RTOL, ATOL = 1e-10, 1e-12

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from service.schemas.spec import FitSpec
-from worker.training.loop import RunOptions, train
+from service.spec import FitSpec
+from worker.training.fit import train
 from worker.training.recorder import MemoryRecorder
+from worker.training.skeleton import RunOptions
 
 #: the Tensor methods that copy a value to the host, making the host wait for the device
 SYNCING = ("item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__")
@@ -37,7 +38,7 @@ def test_losses_are_fetched_per_flush_not_per_step(monkeypatch: pytest.MonkeyPat
         }
     )
     recorder = MemoryRecorder()
-    result = train(spec, recorder, options=RunOptions(flush_seconds=3600))
+    result = train(spec, recorder, options=RunOptions(flush_seconds=3600)).as_dict()
     assert result["steps"] == 2000
     assert len(recorder.series["loss"][0]) == 2000
     # one flush at the end: a handful of transfers for 2000 steps, not one a step

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from service.schemas.spec import OptimizerSpec, ScheduleSpec
+from service.spec import OptimizerSpec, ScheduleSpec
 from worker.training import optimizers
 from worker.training.optimizers.momentum import Momentum
 

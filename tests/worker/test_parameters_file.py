@@ -10,7 +10,8 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from worker.training.recorder import Chunk, MemoryRecorder, encode_parameters
+from worker.training.parameters_file import encode_parameters
+from worker.training.recorder import Chunk, MemoryRecorder
 
 
 def _header(file: bytes) -> dict[str, dict[str, object]]:

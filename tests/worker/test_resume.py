@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from service.schemas.spec import FitSpec, MinimizeSpec, job_spec_adapter
+from service.spec import FitSpec, MinimizeSpec, job_spec_adapter
 from worker.training.errors import Interrupted
-from worker.training.loop import RunOptions, train
+from worker.training.fit import train
 from worker.training.minimize import minimize
 from worker.training.recorder import Chunk, MemoryRecorder
+from worker.training.skeleton import RunOptions
 
 #: flush (and checkpoint) after every step, so a stop can land anywhere
 EVERY_STEP = RunOptions(flush_seconds=0.0, checkpoint_seconds=0.0)
@@ -86,8 +87,8 @@ class StopAfter(MemoryRecorder):
 
 def _run(spec: FitSpec | MinimizeSpec, recorder: MemoryRecorder, **kw: Any) -> dict[str, Any]:
     if isinstance(spec, MinimizeSpec):
-        return minimize(spec, recorder, options=EVERY_STEP, **kw)
-    return train(spec, recorder, options=EVERY_STEP, **kw)
+        return minimize(spec, recorder, options=EVERY_STEP, **kw).as_dict()
+    return train(spec, recorder, options=EVERY_STEP, **kw).as_dict()
 
 
 def _until(recorder: MemoryRecorder, step: int) -> dict[str, tuple[list[int], list[Any]]]:
@@ -137,3 +138,24 @@ def test_checkpoints_are_taken_on_time_not_every_step() -> None:
 
 def test_chunk_without_checkpoint_by_default() -> None:
     assert Chunk(step=1, epoch=0).checkpoint is None
+
+
+def test_a_resumed_minimize_keeps_the_best_loss_of_the_flush_that_checkpointed() -> None:
+    # heavy momentum: f swings, lowest at step 29, the last step of the 30th flush, which is
+    # the one that checkpoints when the run is stopped after 30 flushes
+    raw = {
+        "task": "minimize",
+        "objective": {"type": "rosenbrock"},
+        "x0": [-1.0, 1.5],
+        "optimizer": {"type": "sgd", "lr": 0.001, "momentum": 0.99},
+        "steps": 60,
+    }
+    spec = job_spec_adapter.validate_python({**raw, "device": "cpu"})
+    expected = _run(spec, MemoryRecorder())
+    first = StopAfter(30)
+    with pytest.raises(Interrupted):
+        _run(spec, first)
+    values = [v for v in first.series["loss"][1] if v is not None]
+    assert min(values) == expected["best_loss"]  # the lowest is among the steps before the stop
+    result = _run(spec, MemoryRecorder(), resume=first.checkpoints[-1][1])
+    assert result["best_loss"] == expected["best_loss"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-import worker.main
-from service import jobs
+import worker.claims
 from service.config import Settings
-from worker.main import Worker
+from service.store import job_queue
+from worker.claims import Worker
 
 
 def test_a_database_error_costs_one_turn_of_the_loop(
@@ -26,8 +26,8 @@ def test_a_database_error_costs_one_turn_of_the_loop(
         loop.stop.set()
         return False
 
-    monkeypatch.setattr(jobs, "any_queued", any_queued)
-    monkeypatch.setattr(worker.main, "DB_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(job_queue, "any_queued", any_queued)
+    monkeypatch.setattr(worker.claims, "DB_RETRY_SECONDS", 0.01)
     loop.run()
     assert looks == 2
     assert "database error" in caplog.text

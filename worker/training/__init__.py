@@ -1,1 +1,4 @@
-"""The training code: it takes a spec and a recorder, and knows nothing of HTTP or SQL."""
+"""The training code: a spec and a recorder in, a result out; every loop on one run skeleton.
+
+May import torch, numpy, scikit-learn, service.spec and service.errors; nothing of HTTP or SQL.
+"""

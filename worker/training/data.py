@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn import datasets
 
-from service.schemas.spec import (
+from service.spec import (
     AnyData,
     ClassificationData,
     DigitsData,
@@ -32,6 +32,14 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    def n_outputs(self, loss: str | None) -> int:
+        """The model's outputs for `loss`: a logit per class, one logit, or each target column."""
+        if loss == "cross_entropy":
+            return self.n_classes or 2
+        if loss == "bce":
+            return 1
+        return int(self.y_train.shape[1])
 
 
 def load(spec: FitSpec, *, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> Dataset:

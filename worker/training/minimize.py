@@ -7,23 +7,24 @@ at x_k also gives f(x_k), so the curve costs no extra evaluation but the last.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from service.schemas.spec import MinimizeSpec
+from service.spec import MinimizeSpec
 from worker.training import objectives, optimizers
 from worker.training.errors import non_finite
-from worker.training.loop import (
+from worker.training.parameters_file import encode_parameters
+from worker.training.pending import Pending
+from worker.training.recorder import Recorder
+from worker.training.skeleton import (
+    Cadence,
     RunOptions,
-    check_stop,
-    device_name,
+    RunResult,
+    SingleRun,
     load_checkpoint,
     save_checkpoint,
 )
-from worker.training.pending import Pending
-from worker.training.recorder import Recorder, encode_parameters
 
 
 def minimize(
@@ -33,82 +34,74 @@ def minimize(
     device: torch.device | str = "cpu",
     options: RunOptions | None = None,
     resume: bytes | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Follow the spec's optimizer from x0 for `steps` updates; the job's result."""
-    options = options or RunOptions()
-    device = torch.device(device)
-    f = objectives.build(spec.objective, device=device)
-    x = torch.nn.Parameter(torch.tensor(spec.x0, dtype=torch.float64, device=device))
-    optimizer = optimizers.build(spec.optimizer, [x])
-    done, elapsed_before = 0, 0.0  # updates made, and seconds spent, before this run
-    pending = Pending(first_step=0)
+    run = _Minimize(spec, recorder, torch.device(device), options or RunOptions())
     if resume is not None:
-        state = load_checkpoint(resume, device)
-        with torch.no_grad():
-            x.copy_(state["x"])
-        optimizer.load_state_dict(state["optimizer"])
-        done, elapsed_before = state["done"], state["elapsed"]
-        pending = Pending(first_step=done)
-        pending.restore(state["pending"])
-    pending.points.append((done, x.detach().clone()))
-    started = time.monotonic()
-    deadline = started + options.time_limit - elapsed_before if options.time_limit else None
-    next_flush = started + options.flush_seconds
-    next_checkpoint = started + options.checkpoint_seconds
+        run.restore(load_checkpoint(resume, run.device))
+    return run.follow()
 
-    def checkpoint(done: int) -> bytes:
+
+class _Minimize(SingleRun):
+    def __init__(
+        self, spec: MinimizeSpec, recorder: Recorder, device: torch.device, options: RunOptions
+    ) -> None:
+        self.spec, self.recorder, self.device = spec, recorder, device
+        # x at every step is in the trajectory: the parameters are saved where the run ends
+        self.cadence = Cadence(options, parameters="at_end")
+        self.f = objectives.build(spec.objective, device=device)
+        self.x = torch.nn.Parameter(torch.tensor(spec.x0, dtype=torch.float64, device=device))
+        self.optimizer = optimizers.build(spec.optimizer, [self.x])
+        #: updates made so far (before this run too, when it resumed)
+        self.step = 0
+        self.pending = Pending(first_step=0)
+
+    def follow(self) -> RunResult:
+        self.pending.points.append((self.step, self.x.detach().clone()))
+        self.cadence.start()
+        for step in range(self.step + 1, self.spec.steps + 1):
+            self.optimizer.zero_grad(set_to_none=True)
+            value = self.f(self.x)  # f(x_{step-1}): the curve's point for the step before this one
+            value.backward()
+            self.optimizer.step()
+            self.step = step
+            self.pending.losses.append(value.detach())
+            self.pending.points.append((step, self.x.detach().clone()))
+            if self.cadence.flush_due():
+                # x is x_step now, and the curve runs to step - 1: resume computes f(x_step)
+                self.flush()
+        with torch.no_grad():
+            self.pending.losses.append(self.f(self.x))  # f(x_steps)
+        self.flush(final=True)
+        x = self.x.detach().cpu().tolist()
+        return RunResult.of(
+            self.pending, steps=self.spec.steps, cadence=self.cadence, device=self.device, x=x
+        )
+
+    # --- what the skeleton saves --------------------------------------------------------
+
+    def parameters(self) -> bytearray:
+        return encode_parameters({"x": self.x})
+
+    def checkpoint(self) -> bytes:
         return save_checkpoint(
             {
-                "x": x.detach(),
-                "optimizer": optimizer.state_dict(),
-                "done": done,
-                "pending": pending.snapshot(),
-                "elapsed": elapsed_before + time.monotonic() - started,
+                "x": self.x.detach(),
+                "optimizer": self.optimizer.state_dict(),
+                "done": self.step,
+                "pending": self.pending.snapshot(),
+                "elapsed": self.cadence.elapsed(),
             }
         )
 
-    for step in range(done + 1, spec.steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        value = f(x)  # f(x_{step-1}): the curve's point for the step before this one
-        value.backward()
-        optimizer.step()
-        pending.losses.append(value.detach())
-        pending.points.append((step, x.detach().clone()))
-        if (now := time.monotonic()) >= next_flush:
-            stopping = recorder.should_stop()
-            # x is x_step now, and the curve runs to step - 1: resume computes f(x_step)
-            save = stopping or now >= next_checkpoint
-            _flush(pending, recorder, x, checkpoint=checkpoint(step) if save else None)
-            next_checkpoint = now + options.checkpoint_seconds if save else next_checkpoint
-            check_stop(recorder, deadline, options, step)
-            next_flush = time.monotonic() + options.flush_seconds
-    with torch.no_grad():
-        pending.losses.append(f(x))  # f(x_steps)
-    _flush(pending, recorder, x, final=True)
-    return {
-        "final_loss": pending.last,
-        "best_loss": pending.best,
-        "steps": spec.steps,
-        "duration_s": elapsed_before + time.monotonic() - started,
-        "device": device_name(device),
-        "metrics": {},
-        "x": x.detach().cpu().tolist(),
-    }
+    def restore(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.x.copy_(state["x"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["done"]
+        self.cadence.elapsed_before = state["elapsed"]
+        self.pending = Pending(first_step=self.step)
+        self.pending.restore(state["pending"])
 
-
-def _flush(
-    pending: Pending,
-    recorder: Recorder,
-    x: torch.Tensor,
-    *,
-    final: bool = False,
-    checkpoint: bytes | None = None,
-) -> None:
-    chunk, diverged_at = pending.drain()
-    if final or diverged_at is not None:
-        chunk.parameters = encode_parameters({"x": x})
-    if diverged_at is None:
-        chunk.checkpoint = checkpoint
-    recorder.record(chunk)
-    if diverged_at is not None:
-        raise non_finite(diverged_at, first_step=0, what="f(x)", dtype="float64")
+    def diverged(self, step: int) -> Exception:
+        return non_finite(step, first_step=0, what="f(x)", dtype="float64")

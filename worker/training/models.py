@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.schemas.spec import LinearModel, LogisticModel, MLPModel, SoftmaxModel
+from service.spec import LinearModel, LogisticModel, MLPModel, SoftmaxModel
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from service.schemas import spec as specs
+from service import spec as specs
 
 Function = Callable[[torch.Tensor], torch.Tensor]
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from service import datasets
-from service.api.deps import Cursor, DatasetId, EngineDep, OwnerDep, SettingsDep
+from service.api import uploads
+from service.api.deps import Cursor, DatasetId, EngineDep, OwnerDep, PageLimit, SettingsDep
 from service.api.responses import BAD_BODY, NOT_FOUND, UNAUTHORIZED
 from service.schemas.datasets import Dataset, DatasetPage
-from service.schemas.spec import TEXT_PATTERN
+from service.spec import TEXT_PATTERN
+from service.store import datasets
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=UNAUTHORIZED)
 
@@ -58,7 +59,7 @@ async def upload_dataset(
         )
     # parsed and stored in threads: a large file must not hold up the other requests
     parsed = await run_in_threadpool(
-        datasets.parse_csv, raw, target=target or None, limits=datasets.Limits.of(settings)
+        uploads.parse_csv, raw, target=target or None, limits=uploads.Limits.of(settings)
     )
     if await request.is_disconnected():  # the client gave up while the file was parsed
         return Response(status_code=CLIENT_GONE)
@@ -79,7 +80,7 @@ async def upload_dataset(
 def list_datasets(
     engine: EngineDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=datasets.MAX_PAGE)] = 50,
+    limit: PageLimit = 50,
     cursor: Cursor = None,
 ) -> DatasetPage:
     """Datasets, newest first; pass `next_cursor` back as `cursor` for the next page."""

@@ -10,20 +10,19 @@ with `Last-Event-ID: S` gets the points after S.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Request
-from sqlalchemy import Engine
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service import curves, jobs
 from service.api.deps import INT32_MAX, INT32_MIN, EngineDep, JobId, OwnerDep
 from service.api.responses import NOT_FOUND, UNAUTHORIZED, dumps
-from service.db.engine import reading
 from service.errors import NotFound
+from service.store import curves, job_queue
+from service.store.curves import Series
 
 #: seconds between looks at the database while a stream is open
 POLL_SECONDS = 0.25
@@ -35,8 +34,6 @@ SEND_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 1.0
 #: most steps one `points` event carries: a long backlog goes out as several events
 MAX_STEPS_PER_EVENT = 10_000
-
-Series = dict[str, tuple[list[int], list[float | None]]]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
@@ -60,13 +57,14 @@ async def job_events(
     ] = None,
 ) -> EventSourceResponse:
     """The job's progress and new curve points as they are recorded, then its end state."""
-    await anyio.to_thread.run_sync(partial(jobs.get, engine, job_id=job_id, owner=owner))
+    await anyio.to_thread.run_sync(partial(job_queue.get, engine, job_id=job_id, owner=owner))
     # a minimize job has a step 0, so "nothing sent yet" is -1
     after = -1 if last_event_id is None else last_event_id
     # set by sse-starlette when the server shuts down: the stream then ends cleanly, and the
     # client reconnects with its Last-Event-ID
     stopping = anyio.Event()
-    stream = _stream(request, engine, stopping, job_id=job_id, owner=owner, after=after)
+    read = partial(curves.job_points_after, engine, job_id=job_id, owner=owner)
+    stream = _stream(request, read, stopping, job_id=job_id, after=after)
     return EventSourceResponse(
         stream,
         ping=PING_SECONDS,
@@ -78,27 +76,25 @@ async def job_events(
 
 async def _stream(
     request: Request,
-    engine: Engine,
+    read: Callable[..., tuple[Any, Series]],
     stopping: anyio.Event,
     *,
     job_id: str,
-    owner: str | None,
     after: int,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Polls the job until it has finished and every point has gone out."""
+    """Polls the job (`read(after=...)`: its row and its points after a step) until it has
+    finished and every point has gone out."""
     last_state: dict[str, Any] | None = None
     while not stopping.is_set() and not await request.is_disconnected():
         try:
-            row, series = await anyio.to_thread.run_sync(
-                partial(_read, engine, job_id=job_id, owner=owner, after=after)
-            )
+            row, series = await anyio.to_thread.run_sync(partial(read, after=after))
         except NotFound:
             yield _event("gone", {"detail": f"job {job_id} was deleted"}, after)
             return
         for last, batch in _batches(series):
             after = last
             yield _event("points", {"series": batch}, after)
-        job = jobs.to_public(row)
+        job = job_queue.to_public(row)
         state = {"status": job.status.value, "progress": job.progress.model_dump()}
         if state != last_state:
             last_state = state
@@ -108,17 +104,6 @@ async def _stream(
             return
         with anyio.move_on_after(POLL_SECONDS):
             await stopping.wait()
-
-
-def _read(engine: Engine, *, job_id: str, owner: str | None, after: int) -> tuple[Any, Series]:
-    """The job and its points after `after`, from one snapshot: the points match the status."""
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=job_id, owner=owner)
-        # a job's `step` is its last recorded step, written with the points; below it, no
-        # point is new and the per-series reads can be skipped
-        if row.step <= after and row.status not in jobs.FINISHED:
-            return row, {}
-        return row, curves.read(conn, job_pk=row.pk, names=None, after=after)
 
 
 def _batches(series: Series) -> Iterator[tuple[int, dict[str, dict[str, list[Any]]]]]:

@@ -1,10 +1,10 @@
 """GET /health."""
 
 from fastapi import APIRouter
-from sqlalchemy import text
 
-from service.api.deps import EngineDep
+from service.api.deps import EngineDep, SettingsDep
 from service.api.responses import SafeJSONResponse
+from service.store import workers
 
 router = APIRouter(tags=["health"])
 
@@ -13,14 +13,13 @@ router = APIRouter(tags=["health"])
     "/health",
     responses={503: {"description": "the database does not answer"}},
 )
-def health(engine: EngineDep) -> SafeJSONResponse:
-    """`ok` once the database answers; 503 while it does not."""
+def health(engine: EngineDep, settings: SettingsDep) -> SafeJSONResponse:
+    """`ok` and the workers seen within a lease once the database answers; 503 while not."""
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        answer = workers.health(engine, within_seconds=settings.lease_seconds)
     except Exception as exc:  # noqa: BLE001 - any failure means the database is not answering
         return SafeJSONResponse(
             {"status": "unavailable", "database": engine.dialect.name, "error": str(exc)[:200]},
             status_code=503,
         )
-    return SafeJSONResponse({"status": "ok", "database": engine.dialect.name})
+    return SafeJSONResponse(answer)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from service import curves, jobs, specs
 from service.api import conditional, polls
 from service.api.deps import (
     INT32_MAX,
@@ -16,27 +15,30 @@ from service.api.deps import (
     Cursor,
     EngineDep,
     JobId,
+    LimitsDep,
     OwnerDep,
+    PageLimit,
     SettingsDep,
 )
 from service.api.responses import BAD_BODY, NOT_FOUND, UNAUTHORIZED, dumps
-from service.db.engine import reading
 from service.errors import NotFound
 from service.schemas.errors import ErrorMessage
 from service.schemas.jobs import Curves, Job, JobPage, JobStatus, Parameters, Trajectory
-from service.schemas.spec import TEXT_PATTERN, JobSpec
+from service.spec import TEXT_PATTERN, JobSpec
+from service.spec.resolve import prefixed
+from service.store import curves, datasets, job_queue
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 
 
 @router.post("", status_code=201, responses=BAD_BODY)
-def submit_job(spec: JobSpec, engine: EngineDep, owner: OwnerDep) -> Job:
+def submit_job(spec: JobSpec, engine: EngineDep, owner: OwnerDep, limits: LimitsDep) -> Job:
     """Queue a job; the answer carries the spec with every default filled in."""
     try:
-        spec = specs.resolve(engine, spec, owner=owner)
+        spec = datasets.resolve_for(engine, spec, owner=owner, limits=limits)
     except ValidationError as exc:
-        raise RequestValidationError(specs.prefixed(exc)) from exc
-    return jobs.create(
+        raise RequestValidationError(prefixed(exc)) from exc
+    return job_queue.create(
         engine,
         spec=spec.model_dump(mode="json"),
         owner=owner,
@@ -50,11 +52,11 @@ def list_jobs(
     engine: EngineDep,
     owner: OwnerDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 50,
+    limit: PageLimit = 50,
     cursor: Cursor = None,
 ) -> JobPage:
     """Jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    items, next_cursor = jobs.list_page(
+    items, next_cursor = job_queue.list_page(
         engine, owner=owner, status=status, limit=limit, cursor=cursor
     )
     return JobPage(items=items, next_cursor=next_cursor)
@@ -63,7 +65,7 @@ def list_jobs(
 @router.get("/{job_id}", responses=NOT_FOUND)
 def get_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Job:
     """One job."""
-    return jobs.get(engine, job_id=job_id, owner=owner)
+    return job_queue.get(engine, job_id=job_id, owner=owner)
 
 
 @router.post(
@@ -72,13 +74,13 @@ def get_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Job:
 )
 def cancel_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Job:
     """Cancel a queued job at once, or ask a running job's worker to stop it."""
-    return jobs.cancel(engine, job_id=job_id, owner=owner)
+    return job_queue.cancel(engine, job_id=job_id, owner=owner)
 
 
 @router.delete("/{job_id}", status_code=204, responses=NOT_FOUND)
 def delete_job(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     """Remove a job and all its data; a running job is stopped."""
-    jobs.delete_job(engine, job_id=job_id, owner=owner)
+    job_queue.delete_job(engine, job_id=job_id, owner=owner)
     return Response(status_code=204)
 
 
@@ -137,17 +139,13 @@ def get_parameters(
 ) -> Response:
     """The final parameters of a finished job, the latest saved ones of a running job."""
     limit = settings.max_parameters_json
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=job_id, owner=owner)
-        saved = curves.read_parameters(
-            conn, job_pk=row.pk, max_scalars=limit if format_ == "json" else None
-        )
-    # none saved yet (a queued job): step 0 and no tensors, in either form
-    saved = saved or curves.SavedParameters(step=0, scalars=0, file=curves.NO_PARAMETERS)
+    saved = curves.job_parameters(
+        engine, job_id=job_id, owner=owner, max_scalars=limit if format_ == "json" else None
+    )
     if saved.file is None:  # more scalars than the JSON limit: left unread
-        raise HTTPException(status_code=413, detail=_too_large_for_json(row.id, saved, limit))
+        raise HTTPException(status_code=413, detail=_too_large_for_json(job_id, saved, limit))
     if format_ == "safetensors":
-        return _safetensors_download(row.id, saved, saved.file)
+        return _safetensors_download(job_id, saved, saved.file)
     head = dumps({"job_id": job_id, "step": saved.step})[:-1]
     body = head + b',"parameters":' + curves.parameters_json(saved.file) + b"}"
     return Response(body, media_type="application/json")
@@ -181,12 +179,16 @@ def _safetensors_download(job_id: str, saved: curves.SavedParameters, file: byte
         }
     },
 )
-def get_trajectory(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
+def get_trajectory(
+    job_id: JobId, engine: EngineDep, owner: OwnerDep, limits: LimitsDep
+) -> Response:
     """`x` at every step of a minimize job; a small model's parameters after every epoch."""
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=job_id, owner=owner)
-        steps, points = curves.read_trajectory(conn, job_pk=row.pk)
-    if not steps and (why := specs.no_trajectory(engine, row.spec, owner=owner)) is not None:
+    raw_spec, steps, points = curves.job_trajectory(engine, job_id=job_id, owner=owner)
+    if (
+        not steps
+        and (why := datasets.why_no_trajectory(engine, raw_spec, owner=owner, limits=limits))
+        is not None
+    ):
         raise NotFound(why)
     head = dumps({"job_id": job_id, "steps": steps})[:-1]
     # each point is stored as the JSON list served

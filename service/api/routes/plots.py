@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import orjson
 from fastapi import APIRouter, Response
 
-from service import curves, jobs, plots
 from service.api.deps import EngineDep, JobId, OwnerDep
 from service.api.responses import NOT_FOUND, PNG, UNAUTHORIZED
-from service.db.engine import reading
+from service.plots import charts
+from service.store import curves
 
 #: points per series a picture draws (thinned keeping each stretch's extremes)
 CURVE_POINTS = 2000
@@ -23,13 +23,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 @router.get("/{job_id}/plot.png", response_class=Response, responses={**PNG, **NOT_FOUND})
 def get_plot(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     """The loss curves as a picture; a 2-D minimize job's path on the objective's contours."""
-    with reading(engine) as conn:
-        row = jobs.find(conn, job_id=job_id, owner=owner)
-        series = curves.read(conn, job_pk=row.pk, names=None, after=None)
-        minimize = row.spec.get("task") == "minimize"
-        _, points = curves.read_trajectory(conn, job_pk=row.pk) if minimize else ([], [])
+    row, series, points = curves.job_drawing(engine, job_id=job_id, owner=owner)
     # plotting is CPU work: a plain `def` route runs it in the threadpool, off the event loop
-    png = plots.job_png(
+    png = charts.job_png(
         job_id=row.id,
         name=row.name,
         status=row.status,

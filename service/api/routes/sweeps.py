@@ -8,13 +8,25 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from service import plots, sweeps
-from service.api.deps import INT32_MAX, INT32_MIN, Cursor, EngineDep, OwnerDep, SettingsDep, SweepId
+from service.api.deps import (
+    INT32_MAX,
+    INT32_MIN,
+    Cursor,
+    EngineDep,
+    LimitsDep,
+    OwnerDep,
+    PageLimit,
+    SettingsDep,
+    SweepId,
+)
 from service.api.responses import BAD_BODY, NOT_FOUND, PNG, UNAUTHORIZED, dumps
 from service.api.routes.plots import CURVE_POINTS
 from service.errors import InvalidSweep
-from service.schemas.spec import TEXT_PATTERN
-from service.schemas.sweeps import Sweep, SweepCreated, SweepCurves, SweepPage, SweepRequest
+from service.plots import charts
+from service.schemas.sweeps import Sweep, SweepCreated, SweepCurves, SweepPage
+from service.spec import TEXT_PATTERN
+from service.spec.sweep import SweepRequest
+from service.store import sweeps
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=UNAUTHORIZED)
 
@@ -24,11 +36,16 @@ SeriesName = Annotated[str, Query(min_length=1, max_length=64, pattern=TEXT_PATT
 
 @router.post("", status_code=201, responses=BAD_BODY)
 def create_sweep(
-    request: SweepRequest, engine: EngineDep, owner: OwnerDep, settings: SettingsDep
+    request: SweepRequest,
+    engine: EngineDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    limits: LimitsDep,
 ) -> SweepCreated:
     """Queue one job per point of the grid; if any point is invalid, nothing is stored."""
+    most = settings.max_sweep_jobs
     try:
-        return sweeps.create(engine, request=request, owner=owner, max_jobs=settings.max_sweep_jobs)
+        return sweeps.create(engine, request=request, owner=owner, max_jobs=most, limits=limits)
     except InvalidSweep as exc:
         raise RequestValidationError(exc.errors) from exc
 
@@ -37,7 +54,7 @@ def create_sweep(
 def list_sweeps(
     engine: EngineDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=sweeps.MAX_PAGE)] = 50,
+    limit: PageLimit = 50,
     cursor: Cursor = None,
 ) -> SweepPage:
     """Sweeps, newest first, with their jobs counted by status; pass `next_cursor` back."""
@@ -110,7 +127,7 @@ def get_sweep_plot(
     )
     label = name
     if gap:
-        runs, best = plots.gaps(runs)
+        runs, best = charts.gaps(runs)
         label = f"{name} − best ({best:.6g})"
-    png = plots.sweep_curves_png(row.name or f"sweep {row.id}", runs, name=label)
+    png = charts.sweep_curves_png(row.name or f"sweep {row.id}", runs, name=label)
     return Response(png, media_type="image/png")

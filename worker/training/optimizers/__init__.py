@@ -1,4 +1,8 @@
-"""Optimizers by spec: torch's own where torch has them, ours where the seeds differ."""
+"""Optimizers by spec: torch's own where torch has them, ours where the seeds differ.
+
+One module per algorithm torch lacks, and vectorised.py for a group's runs; may import
+torch, service.spec and the rest of worker.training, nothing of HTTP or SQL.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR
 
-from service.schemas import spec as specs
+from service import spec as specs
 from worker.training.optimizers.fista import FISTA
 from worker.training.optimizers.ista import ISTA
 from worker.training.optimizers.momentum import Momentum

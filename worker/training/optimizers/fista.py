@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import torch
-from torch.optim import Optimizer
 
-from worker.training.optimizers.ista import check_hyperparameters, proximal_step_
+from worker.training.optimizers.ista import Proximal
 
 
-class FISTA(Optimizer):
+class FISTA(Proximal):
     r"""``x_{k+1} = S(y - lr*grad(y), lr*l1)`` at ``y = x_k + ((t_k - 1)/t_{k+1}) (x_k - x_{k-1})``.
 
     ``t_1 = 1`` and ``t_{k+1} = (1 + sqrt(1 + 4 t_k^2))/2``; ``S`` is the soft-threshold, as in
@@ -26,16 +24,6 @@ class FISTA(Optimizer):
     steps, where the coefficient is 0), when the first gradient is reused.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float, l1: float = 0.0) -> None:
-        check_hyperparameters(lr, l1)
-        super().__init__(params, {"lr": lr, "l1": l1})
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_hyperparameters(
-            param_group.get("lr", self.defaults["lr"]), param_group.get("l1", self.defaults["l1"])
-        )
-        super().add_param_group(param_group)
-
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         if closure is None:
@@ -47,10 +35,7 @@ class FISTA(Optimizer):
         if self._extrapolate():
             with torch.enable_grad():
                 closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    proximal_step_(p, p.grad, group["lr"], group["l1"])
+        self._proximal_steps()
         return loss
 
     def _extrapolate(self) -> bool:

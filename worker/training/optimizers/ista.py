@@ -29,14 +29,17 @@ def proximal_step_(p: Tensor, grad: Tensor, lr: float, l1: float) -> None:
         p.copy_(softshrink(p, lr * l1))
 
 
-class ISTA(Optimizer):
-    r"""``theta <- S(theta - lr*g, lr*l1)``: the proximal gradient step for ``smooth + l1*|theta|``.
+def closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """The closure's loss, computed with gradients on, as torch's optimizers take it."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
-    ``g`` is the gradient of the smooth part only (the loss, and any l2 term); the l1 part is
-    handled by the soft-threshold ``S``. Each param group may carry its own ``l1``: pass the
-    weights with the penalty and the biases with ``l1=0``. With ``l1 = 0`` this is
-    ``torch.optim.SGD(lr=lr)``.
-    """
+
+class Proximal(Optimizer):
+    """What ISTA and FISTA share: `lr` and `l1` per param group, checked, and the step
+    `proximal_step_` on every parameter that has a gradient."""
 
     def __init__(self, params: Iterable[Any], lr: float, l1: float = 0.0) -> None:
         check_hyperparameters(lr, l1)
@@ -49,14 +52,24 @@ class ISTA(Optimizer):
         )
         super().add_param_group(param_group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _proximal_steps(self) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     proximal_step_(p, p.grad, group["lr"], group["l1"])
+
+
+class ISTA(Proximal):
+    r"""``theta <- S(theta - lr*g, lr*l1)``: the proximal gradient step for ``smooth + l1*|theta|``.
+
+    ``g`` is the gradient of the smooth part only (the loss, and any l2 term); the l1 part is
+    handled by the soft-threshold ``S``. Each param group may carry its own ``l1``: pass the
+    weights with the penalty and the biases with ``l1=0``. With ``l1 = 0`` this is
+    ``torch.optim.SGD(lr=lr)``.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = closure_loss(closure)
+        self._proximal_steps()
         return loss

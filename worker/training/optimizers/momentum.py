@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from worker.training.optimizers.ista import closure_loss
+
 
 class Momentum(Optimizer):
     r"""``v <- beta*v + (1-beta)*g``, ``theta <- theta - lr*v``, with ``v = 0`` before step 1.
@@ -25,10 +27,7 @@ class Momentum(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, beta = group["lr"], group["beta"]
             for p in group["params"]:

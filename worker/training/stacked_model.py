@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from service.schemas.spec import FitSpec
+from service.spec import FitSpec
 from worker.training import models
 
 
@@ -167,7 +167,7 @@ class DivideGrad(torch.autograd.Function):
 
 
 class StackedObjective:
-    """`Objective` of loop.py for R runs: each run's data loss plus its own penalty, `[R]`."""
+    """`Objective` of fit.py for R runs: each run's data loss plus its own penalty, `[R]`."""
 
     def __init__(self, loss: str, model: StackedModel, l1: Sequence[float], l2: Sequence[float]):
         self.loss, self.model = loss, model
@@ -224,7 +224,7 @@ class StackedObjective:
                 value = value + term.detach()
         return differentiable, value
 
-    # --- one run, as `loop.Objective` computes it: for the per-epoch metrics ---------------
+    # --- one run, as `fit.Objective` computes it: for the per-epoch metrics ----------------
 
     def data_loss_sum(self, out: Tensor, y: Tensor) -> Tensor:
         """One run's data loss summed over its `[B, out]` rows."""

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from service.schemas.spec import FitSpec, MinimizeSpec
-from worker.training import vectorized
+from service.spec import FitSpec, MinimizeSpec
+from worker.training import group_data
 from worker.training.errors import Diverged, Interrupted, TimedOut
-from worker.training.loop import RunOptions, train
+from worker.training.fit import train
+from worker.training.group import group_key, train_many
 from worker.training.recorder import Chunk, MemoryRecorder
-from worker.training.vectorized import group_key, train_many
+from worker.training.skeleton import RunOptions, RunResult
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -46,7 +47,9 @@ def _spec(**overrides: Any) -> FitSpec:
 def _alone(spec: FitSpec, **options: Any) -> tuple[dict[str, Any] | Exception, MemoryRecorder]:
     recorder = MemoryRecorder()
     try:
-        result: dict[str, Any] | Exception = train(spec, recorder, options=RunOptions(**options))
+        result: dict[str, Any] | Exception = train(
+            spec, recorder, options=RunOptions(**options)
+        ).as_dict()
     except (Diverged, Interrupted, TimedOut) as exc:
         result = exc
     return result, recorder
@@ -57,7 +60,12 @@ def _together(
 ) -> tuple[list[dict[str, Any] | Exception], list[MemoryRecorder]]:
     recorders = [MemoryRecorder() for _ in specs]
     outcomes = train_many(specs, recorders, device="cpu", options=RunOptions(**options))
-    return outcomes, recorders
+    return _stored(outcomes), recorders
+
+
+def _stored(outcomes: list[RunResult | Exception]) -> list[dict[str, Any] | Exception]:
+    """Each outcome as the job stores it: a result as its JSON, an exception as itself."""
+    return [o.as_dict() if isinstance(o, RunResult) else o for o in outcomes]
 
 
 def _assert_same_run(
@@ -388,7 +396,7 @@ def test_data_and_batching_are_each_runs_own(overrides: dict[str, Any]) -> None:
 def test_a_group_too_large_to_gather_takes_its_batches_one_at_a_time(
     monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(vectorized, "EPOCH_GATHER_BYTES", 0)
+    monkeypatch.setattr(group_data, "EPOCH_GATHER_BYTES", 0)
     specs = [
         _spec(**overrides, seed=seed, optimizer={"type": "adam", "lr": 0.02}) for seed in (0, 3)
     ]
@@ -497,11 +505,13 @@ def test_a_cancelled_run_stops_alone() -> None:
     specs = [_spec(seed=s, optimizer={"type": "adam", "lr": 0.01 * (s + 1)}) for s in range(3)]
     recorders = [_StopAfter(None), _StopAfter(4), _StopAfter(None)]
     ended: list[int] = []
-    outcomes = train_many(
-        specs,
-        recorders,
-        options=RunOptions(flush_seconds=0.0),
-        on_done=lambda i, outcome: ended.append(i),
+    outcomes = _stored(
+        train_many(
+            specs,
+            recorders,
+            options=RunOptions(flush_seconds=0.0),
+            on_done=lambda i, outcome: ended.append(i),
+        )
     )
     assert isinstance(outcomes[1], Interrupted)
     assert ended[0] == 1 and sorted(ended) == [0, 1, 2]
@@ -537,7 +547,7 @@ def test_a_failing_recorder_ends_its_run_only() -> None:
             raise OSError("disk full")
 
     specs = [_spec(seed=s) for s in range(2)]
-    outcomes = train_many(specs, [Broken(), MemoryRecorder()])
+    outcomes = _stored(train_many(specs, [Broken(), MemoryRecorder()]))
     assert isinstance(outcomes[0], OSError)
     assert isinstance(outcomes[1], dict)
 
@@ -573,7 +583,7 @@ def test_losses_are_fetched_per_flush_not_per_step(monkeypatch: pytest.MonkeyPat
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     recorders = [MemoryRecorder() for _ in specs]
-    outcomes = train_many(specs, recorders, options=RunOptions(flush_seconds=3600))
+    outcomes = _stored(train_many(specs, recorders, options=RunOptions(flush_seconds=3600)))
     assert all(isinstance(o, dict) and o["steps"] == 800 for o in outcomes)
     assert all(len(r.series["loss"][0]) == 800 for r in recorders)
     # one flush at the end: a handful of transfers per run for 800 steps, not one a step

@@ -1,23 +1,21 @@
 """What a fit job costs a worker, estimated from its spec before anything is stored.
 
-The estimate follows what the training loop allocates (worker/training/loop.py): the model,
+The estimate follows what the training loop allocates (worker/training/fit.py): the model,
 its gradients and the optimizer's state stay for the whole run; the data is made in float64,
 split, then copied into the job's dtype and gathered again each epoch to shuffle; a step holds
 one batch's activations; a flush holds serialised copies of the model and optimizer state (the
 checkpoint and the saved parameters). The peak is what stays plus the largest of what comes
 and goes. It errs on the high side: a job it admits fits its worker's budget, and the worker
-caps its own allocations there too (worker/limits.py), so an estimate that is wrong ends one
+caps its own allocations there too (worker/memory.py), so an estimate that is wrong ends one
 job as `resources`, not the worker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from service.config import Settings
-    from service.schemas.spec import FitSpec
+from service.spec.data import data_features, n_classes
+from service.spec.job import FitSpec, MinimizeSpec
 
 #: bytes of one number of each dtype
 DTYPE_BYTES = {"float32": 4, "float64": 8}
@@ -68,16 +66,15 @@ class Cost:
     def describe(self) -> str:
         """The peak and its parts, for a person."""
         return (
-            f"{_gib(self.peak_bytes)} (the model, its gradients and optimizer state "
-            f"{_gib(self.model_bytes)}, the data {_gib(self.data_bytes)}, one batch's "
-            f"activations {_gib(self.batch_bytes)}, copies of the parameters in a step or a "
-            f"checkpoint {_gib(self.transient_bytes)})"
+            f"{gib(self.peak_bytes)} (the model, its gradients and optimizer state "
+            f"{gib(self.model_bytes)}, the data {gib(self.data_bytes)}, one batch's "
+            f"activations {gib(self.batch_bytes)}, copies of the parameters in a step or a "
+            f"checkpoint {gib(self.transient_bytes)})"
         )
 
 
 def fit_cost(spec: FitSpec) -> Cost:
     """The cost of training `spec` (a FitSpec whose loss is resolved)."""
-    from service.schemas.spec import data_features, n_classes
 
     width = DTYPE_BYTES[spec.dtype]
     features = data_features(spec.data)
@@ -127,6 +124,14 @@ def no_trajectory(parameters: int, epochs: int, max_values: int | None) -> str |
     return None
 
 
+def why_no_trajectory(spec: FitSpec | MinimizeSpec, max_values: int | None) -> str | None:
+    """Why a resolved job keeps no trajectory, or None where it keeps one (minimize jobs,
+    small models over not too many epochs)."""
+    if not isinstance(spec, FitSpec) or spec.loss is None:
+        return None
+    return no_trajectory(fit_cost(spec).parameters, spec.epochs, max_values)
+
+
 def eval_rows(widest: int) -> int:
     """Rows evaluated at once for a model whose widest layer has `widest` units."""
     return max(1, min(EVAL_ROWS, EVAL_NUMBERS // max(widest, 1)))
@@ -172,32 +177,7 @@ def _data_bytes(spec: FitSpec, values: int, width: int) -> int:
     return made
 
 
-def check(cost: Cost, settings: Settings) -> None:
-    """Raise FieldError naming the first limit the job passes: its value and its variable."""
-    from service.schemas.spec import FieldError, OverBudget
-
-    if cost.parameters > settings.max_parameters:
-        raise FieldError(
-            ("model",),
-            f"the model has {cost.parameters} parameters; the limit is "
-            f"{settings.max_parameters} (DESCENT_MAX_PARAMETERS)",
-        )
-    if cost.values > settings.max_values:
-        raise FieldError(
-            ("data",),
-            f"the data has {cost.values} values (rows x features); the limit is "
-            f"{settings.max_values} (DESCENT_MAX_VALUES)",
-        )
-    budget = int(settings.worker_memory)
-    if cost.peak_bytes > budget:
-        raise OverBudget(
-            (_largest_part(cost),),
-            f"the job's estimated peak memory is {cost.describe()}; a worker may use "
-            f"{_gib(budget)} (DESCENT_WORKER_MEMORY, {budget} bytes)",
-        )
-
-
-def _largest_part(cost: Cost) -> str:
+def largest_part(cost: Cost) -> str:
     """The field to change to make the job smaller: what takes the most memory."""
     parts = {
         "model": cost.model_bytes + cost.transient_bytes,
@@ -207,5 +187,5 @@ def _largest_part(cost: Cost) -> str:
     return max(parts, key=parts.__getitem__)
 
 
-def _gib(n: int) -> str:
+def gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB"

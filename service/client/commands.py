@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from rich import box
@@ -26,6 +26,10 @@ from service.client import DEFAULT_URL, FINISHED, POLL_SECONDS, Client, ClientEr
 LINE_SECONDS = 1.0
 #: the width of tables written to a pipe or a file, where there is no terminal to fit
 PIPE_WIDTH = 120
+#: the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells give it
+INTERRUPTED = 130
+
+T = TypeVar("T")
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -92,18 +96,26 @@ def _console(stderr: bool = False) -> Console:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    job = client.submit(args.spec)
+    job_id = client.submit(args.spec)["id"]
     console = _console()
-    console.print(job["id"])
+    console.print(job_id)
     if not args.follow:
         return 0
-    try:
-        job = follow(client, job["id"], console)
-    except KeyboardInterrupt:
-        console.print(f"stopped following; the job goes on (descent cancel {job['id']} stops it)")
-        return 130
+    goes_on = f"the job goes on (descent cancel {job_id} stops it)"
+    job = _following(console, goes_on, lambda: follow(client, job_id, console))
+    if job is None:
+        return INTERRUPTED
     console.print(result_table(job))
     return 0 if job["status"] == "succeeded" else 1
+
+
+def _following(console: Console, goes_on: str, wait: Callable[[], T]) -> T | None:
+    """What `wait()` answers, or None where Ctrl-C stopped the waiting (not the work)."""
+    try:
+        return wait()
+    except KeyboardInterrupt:
+        console.print(f"stopped following; {goes_on}")
+        return None
 
 
 def follow(client: Client, job_id: str, console: Console) -> Json:
@@ -223,11 +235,10 @@ def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     console.print(table)
     if not args.follow:
         return 0
-    try:
-        runs = wait_sweep(client, sweep["id"], console)
-    except KeyboardInterrupt:
-        console.print(f"stopped following; the sweep goes on (GET /sweeps/{sweep['id']})")
-        return 130
+    goes_on = f"the sweep goes on (GET /sweeps/{sweep['id']})"
+    runs = _following(console, goes_on, lambda: wait_sweep(client, sweep["id"], console))
+    if runs is None:
+        return INTERRUPTED
     table = Table("job", "overrides", "status", "final loss", "best loss", "steps", box=box.SIMPLE)
     for run in runs:
         result = run["result"] or {}

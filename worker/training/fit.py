@@ -1,16 +1,13 @@
-"""The training loop for `fit` jobs, readable top to bottom.
+"""`fit` jobs: a model trained on its data, epoch by epoch, readable top to bottom.
 
 The loop never waits on the device for a loss: each step's loss stays a tensor in `pending`
-until a flush (every `flush_seconds`) turns the lot into numbers with one transfer, checks
-them for NaN and infinity, and hands whole steps to the recorder.
+until a flush (on the run skeleton's timetable, skeleton.py) turns the lot into numbers with
+one transfer, checks them for NaN and infinity, and hands whole steps to the recorder.
 """
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,43 +15,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service import costs
-from service.schemas.spec import SOLVERS, FitSpec, Penalty
+from service.spec import SOLVERS, FitSpec, Penalty, costs
 from worker.training import data as data_sources
 from worker.training import manual, models, optimizers
-from worker.training.errors import InputOverflow, Interrupted, TimedOut, non_finite
+from worker.training.errors import InputOverflow, Interrupted, non_finite
+from worker.training.parameters_file import encode_parameters
 from worker.training.pending import Pending
-from worker.training.recorder import Recorder, encode_parameters
+from worker.training.recorder import Recorder
+from worker.training.skeleton import (
+    DTYPES,
+    Cadence,
+    RunOptions,
+    RunResult,
+    SingleRun,
+    keeps_trajectory,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: parameters x batch rows from which a step is watched layer by layer for a stop (~1 s of a
 #: CPU's work): below it, between the forward and the backward pass is soon enough
 WATCH_LAYERS_FROM = 10**9
-#: rows evaluated at once for the per-epoch metrics over a whole set (fewer for wide models)
-EVAL_ROWS = costs.EVAL_ROWS
 #: rows of the training set the manual gradients are checked on
 GRADIENT_CHECK_ROWS = 4096
 #: optimizers whose proximal step applies the l1 penalty, so it stays out of the gradient
 PROXIMAL = ("ista", "fista")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    #: seconds between hand-overs of points to the recorder (and looks at should_stop)
-    flush_seconds: float = 0.2
-    #: seconds between saves of the parameters while the run goes on
-    parameters_seconds: float = 2.0
-    #: wall-clock seconds the run may take, or None
-    time_limit: float | None = None
-    #: seconds between checkpoints (taken at a flush, so always at a whole step)
-    checkpoint_seconds: float = 5.0
-    #: the most values a fit job's trajectory may hold (parameters x (epochs + 1)), or None
-    max_path_values: int | None = None
-
-
-def keeps_trajectory(n_params: int, epochs: int, options: RunOptions) -> bool:
-    """Whether a fit run records its parameters after every epoch (API.md section 4)."""
-    return costs.no_trajectory(n_params, epochs, options.max_path_values) is None
 
 
 def train(
@@ -65,94 +50,19 @@ def train(
     options: RunOptions | None = None,
     data: data_sources.Dataset | None = None,
     resume: bytes | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Train the spec's model on its data (made from the spec unless given); the job's result.
 
     With `resume`, a checkpoint an earlier run recorded, it carries on right after that
     checkpoint's step and ends as the uninterrupted run would have.
     """
-    run = _Run(spec, recorder, torch.device(device), options or RunOptions(), data)
+    run = _Fit(spec, recorder, torch.device(device), options or RunOptions(), data)
     if resume is not None:
         run.restore(load_checkpoint(resume, run.device))
     return run.fit()
 
 
-def save_checkpoint(state: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def load_checkpoint(raw: bytes, device: torch.device) -> dict[str, Any]:
-    # weights_only: a checkpoint is tensors and plain values, never arbitrary objects
-    return torch.load(io.BytesIO(raw), map_location=device, weights_only=True)  # type: ignore[no-any-return]
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda" and device.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(device)
-
-
-class Objective:
-    """The data loss plus `l1*sum|W| + l2*sum(W^2)` over the weights (not the biases).
-
-    With a proximal optimizer the l1 term is left out of the gradient (the optimizer's
-    soft-thresholding applies it) but stays in the value reported.
-    """
-
-    def __init__(self, loss: str, model: nn.Module, penalty: Penalty, *, prox_l1: bool) -> None:
-        self.loss = loss
-        self.weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-        self.l1, self.l2 = penalty.l1, penalty.l2
-        self.prox_l1 = prox_l1
-
-    def data_loss(
-        self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        if self.loss == "mse":
-            return F.mse_loss(out, y, reduction=reduction)
-        if self.loss == "bce":
-            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction=reduction)
-        return F.cross_entropy(out, y, reduction=reduction)
-
-    def l1_term(self) -> torch.Tensor | float:
-        return self.l1 * sum(w.abs().sum() for w in self.weights) if self.l1 else 0.0
-
-    def l2_term(self) -> torch.Tensor | float:
-        return self.l2 * sum(w.square().sum() for w in self.weights) if self.l2 else 0.0
-
-    def penalty(self) -> torch.Tensor | float:
-        return self.l1_term() + self.l2_term()
-
-    def backward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Backpropagate the objective (less l1 if proximal); return its full value."""
-        # a zero penalty adds no autograd op: per-step cost shows on tiny batches
-        smooth = self.data_loss(out, y)
-        if self.l2:
-            smooth = smooth + self.l2_term()
-        if self.l1 and not self.prox_l1:
-            smooth = smooth + self.l1_term()
-        smooth.backward()
-        value = smooth.detach()
-        if self.prox_l1 and self.l1:
-            with torch.no_grad():
-                value = value + self.l1_term()
-        return value
-
-    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.data_loss(out, y) + self.penalty()
-
-    def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """How many predictions are right, for the classifiers."""
-        if self.loss == "bce":
-            return ((out.squeeze(-1) > 0) == (y > 0.5)).sum()
-        if self.loss == "cross_entropy":
-            return (out.argmax(dim=-1) == y).sum()
-        return None
-
-
-class _Run:
+class _Fit(SingleRun):
     def __init__(
         self,
         spec: FitSpec,
@@ -161,7 +71,8 @@ class _Run:
         options: RunOptions,
         data: data_sources.Dataset | None,
     ) -> None:
-        self.spec, self.recorder, self.device, self.options = spec, recorder, device, options
+        self.spec, self.recorder, self.device = spec, recorder, device
+        self.cadence = Cadence(options)
         self.dtype = DTYPES[spec.dtype]
         torch.manual_seed(spec.seed)
         data = data or data_sources.load(spec)
@@ -169,7 +80,7 @@ class _Run:
         self.x_val, self.y_val = self._tensors(data.x_val, data.y_val)
         if recorder.should_stop():  # making large data takes a while: a cancel may be waiting
             raise Interrupted("stopped before the first step", step=0)
-        self.model = models.build(spec.model, n_in=data.n_features, n_out=_outputs(spec, data))
+        self.model = models.build(spec.model, n_in=data.n_features, n_out=data.n_outputs(spec.loss))
         self.model.to(device=device, dtype=self.dtype)
         prox = spec.optimizer.type in PROXIMAL
         self.objective = Objective(spec.loss or "mse", self.model, spec.penalty, prox_l1=prox)
@@ -185,8 +96,7 @@ class _Run:
         #: the current epoch drew its order: what a resumed run needs to take the same batches
         self.position = (0, 0)
         self.epoch_rng = self.shuffler.get_state()
-        self.elapsed_before = 0.0
-        self.extra: dict[str, Any] = {}
+        self.gradient_check: dict[str, float] | None = None
         widest = max(m.out_features for m in self.model.modules() if isinstance(m, nn.Linear))
         self.eval_rows = costs.eval_rows(widest)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -199,6 +109,46 @@ class _Run:
         if self.spec.loss == "cross_entropy":
             return xt, torch.as_tensor(y, dtype=torch.long, device=self.device)
         return xt, finite_in(torch.as_tensor(y, dtype=self.dtype, device=self.device), "data.y")
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def fit(self) -> RunResult:
+        self.cadence.start()
+        if self.step == 0:
+            if self.spec.gradients == "manual":
+                self.gradient_check = self._gradient_check()
+            if self.tracks_path:
+                self.pending.points.append((0, self._flat_parameters()))
+        first_epoch, skip = self.position
+        for epoch in range(first_epoch, self.spec.epochs):
+            self._epoch(epoch, skip=skip if epoch == first_epoch else 0)
+        self.flush(final=True)
+        return RunResult.of(
+            self.pending,
+            steps=self.step,
+            cadence=self.cadence,
+            device=self.device,
+            gradient_check=self.gradient_check,
+        )
+
+    def _epoch(self, epoch: int, *, skip: int) -> None:
+        """One pass over the training set, less the `skip` batches trained before a resume."""
+        lr = self._lr()
+        self.shuffler.set_state(self.epoch_rng)
+        for batch, (xb, yb, last_batch) in enumerate(self._batches()):
+            if batch < skip:  # resuming mid-epoch: these batches were trained already
+                continue
+            self.pending.losses.append(self.step_fn(xb, yb))
+            self.step += 1
+            self.position = (epoch, batch + 1)
+            # the step that ends an epoch is flushed only with its epoch metrics
+            if not last_batch and self.cadence.flush_due():
+                self.flush()
+        self._end_epoch(lr)
+        self.position = (epoch + 1, 0)
+        self.epoch_rng = self.shuffler.get_state()
+        if self.cadence.flush_due():
+            self.flush()
 
     # --- one optimizer step -----------------------------------------------------------
 
@@ -244,8 +194,8 @@ class _Run:
         Fast steps leave stopping to the next flush, which checkpoints first; a step of seconds
         (a large model or batch) must not hold a cancel up until it ends.
         """
-        if time.monotonic() >= self.next_flush:
-            check_stop(self.recorder, self.deadline, self.options, self.step)
+        if self.cadence.flush_due():
+            self.cadence.check_stop(self.recorder, self.step)
 
     def _watch_every_layer(self) -> None:
         """Watch after each layer's forward and each parameter's gradient, for a model whose
@@ -262,59 +212,17 @@ class _Run:
             self.model, loss=o.loss, l1=o.l1, l2=o.l2, x=x, y=y, l1_in_gradient=not o.prox_l1
         )
 
-    # --- the loop ---------------------------------------------------------------------
+    # --- what the skeleton saves --------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
-        self.started = started = time.monotonic()
-        limit = self.options.time_limit
-        self.deadline = started + limit - self.elapsed_before if limit else None
-        self.next_flush = started + self.options.flush_seconds
-        self.next_save = started + self.options.parameters_seconds
-        self.next_checkpoint = started + self.options.checkpoint_seconds
-        if self.step == 0:
-            if self.spec.gradients == "manual":
-                self.extra["gradient_check"] = self._gradient_check()
-            if self.tracks_path:
-                self.pending.points.append((0, self._flat_parameters()))
-        first_epoch, skip = self.position
-        for epoch in range(first_epoch, self.spec.epochs):
-            lr = self._lr()
-            self.shuffler.set_state(self.epoch_rng)
-            for batch, (xb, yb, last_batch) in enumerate(self._batches()):
-                if batch < skip:  # resuming mid-epoch: these batches were trained already
-                    continue
-                self.pending.losses.append(self.step_fn(xb, yb))
-                self.step += 1
-                self.position = (epoch, batch + 1)
-                # the step that ends an epoch is flushed only with its epoch metrics
-                if not last_batch and time.monotonic() >= self.next_flush:
-                    self._flush()
-            skip = 0
-            self._end_epoch(lr)
-            self.position = (epoch + 1, 0)
-            self.epoch_rng = self.shuffler.get_state()
-            if time.monotonic() >= self.next_flush:
-                self._flush()
-        self._flush(final=True)
-        return {
-            "final_loss": self.pending.last,
-            "best_loss": self.pending.best,
-            "steps": self.step,
-            "duration_s": self._elapsed(),
-            "device": device_name(self.device),
-            "metrics": self.pending.latest_metrics,
-            **self.extra,
-        }
-
-    def _elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
-
-    # --- checkpoints ------------------------------------------------------------------
+    def parameters(self) -> bytearray:
+        """The model's state as a safetensors file: one copy, taken now, while the run waits."""
+        return encode_parameters(self.model.state_dict())
 
     def checkpoint(self) -> bytes:
         """Everything needed to carry on after `self.step`, as bytes to store."""
         optimizer, schedule = self.optimizer, self.schedule
         solver_state = getattr(self.solver, "state_dict", None)
+        extra = {} if self.gradient_check is None else {"gradient_check": self.gradient_check}
         return save_checkpoint(
             {
                 "step": self.step,
@@ -326,8 +234,8 @@ class _Run:
                 "schedule": schedule.state_dict() if schedule is not None else None,
                 "solver": solver_state() if solver_state is not None else None,
                 "pending": self.pending.snapshot(),
-                "extra": self.extra,
-                "elapsed": self._elapsed(),
+                "extra": extra,
+                "elapsed": self.cadence.elapsed(),
             }
         )
 
@@ -345,8 +253,13 @@ class _Run:
         self.step = state["step"]
         self.pending = Pending(first_step=self.step + 1)
         self.pending.restore(state["pending"])
-        self.extra = state["extra"]
-        self.elapsed_before = state["elapsed"]
+        self.gradient_check = state["extra"].get("gradient_check")
+        self.cadence.elapsed_before = state["elapsed"]
+
+    def diverged(self, step: int) -> Exception:
+        return non_finite(step, first_step=1, what="the loss", dtype=self.spec.dtype)
+
+    # --- an epoch's end -----------------------------------------------------------------
 
     def _lr(self) -> float | None:
         if self.optimizer is None:
@@ -423,30 +336,63 @@ class _Run:
         )
         return {"max_relative_difference": worst}
 
-    # --- handing points over ----------------------------------------------------------
 
-    def _flush(self, *, final: bool = False) -> None:
-        """One device-to-host transfer for every pending value, then whole steps out."""
-        chunk, diverged_at = self.pending.drain()
-        now = time.monotonic()
-        if final or now >= self.next_save:
-            chunk.parameters = self._parameters()
-            self.next_save = now + self.options.parameters_seconds
-        # asked to stop: checkpoint now, so whoever takes the job next loses nothing
-        stopping = not final and self.recorder.should_stop()
-        if diverged_at is None and not final and (stopping or now >= self.next_checkpoint):
-            chunk.checkpoint = self.checkpoint()
-            self.next_checkpoint = now + self.options.checkpoint_seconds
-        self.recorder.record(chunk)
-        if diverged_at is not None:
-            raise non_finite(diverged_at, first_step=1, what="the loss", dtype=self.spec.dtype)
-        self.next_flush = time.monotonic() + self.options.flush_seconds
-        if not final:
-            check_stop(self.recorder, self.deadline, self.options, self.step)
+class Objective:
+    """The data loss plus `l1*sum|W| + l2*sum(W^2)` over the weights (not the biases).
 
-    def _parameters(self) -> bytearray:
-        """The model's state as a safetensors file: one copy, taken now, while the run waits."""
-        return encode_parameters(self.model.state_dict())
+    With a proximal optimizer the l1 term is left out of the gradient (the optimizer's
+    soft-thresholding applies it) but stays in the value reported.
+    """
+
+    def __init__(self, loss: str, model: nn.Module, penalty: Penalty, *, prox_l1: bool) -> None:
+        self.loss = loss
+        self.weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+        self.l1, self.l2 = penalty.l1, penalty.l2
+        self.prox_l1 = prox_l1
+
+    def data_loss(
+        self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        if self.loss == "mse":
+            return F.mse_loss(out, y, reduction=reduction)
+        if self.loss == "bce":
+            return F.binary_cross_entropy_with_logits(out.squeeze(-1), y, reduction=reduction)
+        return F.cross_entropy(out, y, reduction=reduction)
+
+    def l1_term(self) -> torch.Tensor | float:
+        return self.l1 * sum(w.abs().sum() for w in self.weights) if self.l1 else 0.0
+
+    def l2_term(self) -> torch.Tensor | float:
+        return self.l2 * sum(w.square().sum() for w in self.weights) if self.l2 else 0.0
+
+    def penalty(self) -> torch.Tensor | float:
+        return self.l1_term() + self.l2_term()
+
+    def backward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Backpropagate the objective (less l1 if proximal); return its full value."""
+        # a zero penalty adds no autograd op: per-step cost shows on tiny batches
+        smooth = self.data_loss(out, y)
+        if self.l2:
+            smooth = smooth + self.l2_term()
+        if self.l1 and not self.prox_l1:
+            smooth = smooth + self.l1_term()
+        smooth.backward()
+        value = smooth.detach()
+        if self.prox_l1 and self.l1:
+            with torch.no_grad():
+                value = value + self.l1_term()
+        return value
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.data_loss(out, y) + self.penalty()
+
+    def correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """How many predictions are right, for the classifiers."""
+        if self.loss == "bce":
+            return ((out.squeeze(-1) > 0) == (y > 0.5)).sum()
+        if self.loss == "cross_entropy":
+            return (out.argmax(dim=-1) == y).sum()
+        return None
 
 
 def finite_in(values: torch.Tensor, name: str) -> torch.Tensor:
@@ -458,22 +404,3 @@ def finite_in(values: torch.Tensor, name: str) -> torch.Tensor:
             " float64"
         )
     return values
-
-
-def check_stop(recorder: Recorder, deadline: float | None, options: RunOptions, step: int) -> None:
-    """Raise if the recorder asks the run to stop or the run is past its time limit."""
-    if recorder.should_stop():
-        raise Interrupted(f"stopped at step {step}", step=step)
-    if deadline is not None and time.monotonic() > deadline:
-        raise TimedOut(
-            f"the job passed its time limit of {options.time_limit:g} s at step {step}",
-            step=step,
-        )
-
-
-def _outputs(spec: FitSpec, data: data_sources.Dataset) -> int:
-    if spec.loss == "cross_entropy":
-        return data.n_classes or 2
-    if spec.loss == "bce":
-        return 1
-    return int(data.y_train.shape[1])

@@ -5,14 +5,14 @@ hyper-parameter is a float64 tensor of shape `[R]`, one value a run, applied as 
 column that broadcasts over the row. Each update is the formula of the `torch.optim` class (or
 of our `Momentum`) it stands for, written from torch's single-tensor implementation with the
 same operations in the same order, so a row follows the run trained alone to rounding; the
-plain optimizer is the ground truth `tests/worker/test_vectorized.py` checks them against.
+plain optimizer is the ground truth `tests/worker/test_group.py` checks them against.
 
 Derived scalars (`1 - beta`, bias corrections, `lr / bias_correction`) are computed in float64,
 as torch computes them in Python floats, and rounded to the parameters' dtype only when used.
 Where torch writes `a.add_(b, alpha=s)`, one fused multiply-add in its CPU kernel, this writes
 `a.addcmul_(b, s)` with `s` a column, which compiles to the same; `s * b` then an add would
 round twice. So on the CPU a row's parameters are those of the run alone, bit for bit, in
-float32 too (tests/worker/test_vectorized.py), and a chaotic run does not drift away.
+float32 too (tests/worker/test_group.py), and a chaotic run does not drift away.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from service.schemas import spec as specs
+from service import spec as specs
 
 #: the numeric fields of each optimizer spec that may differ between the runs of a group
 NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {

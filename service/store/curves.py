@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -12,8 +14,7 @@ import orjson
 import safetensors.numpy
 from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, select, update
 
-from service import jobs
-from service.db.engine import writing
+from service.db.engine import reading, writing
 from service.db.models import (
     CheckpointRow,
     CurvePointRow,
@@ -21,6 +22,10 @@ from service.db.models import (
     ParametersRow,
     TrajectoryRow,
 )
+from service.store import job_queue
+
+#: series by name: their steps and values, ordered by step
+Series = dict[str, tuple[list[int], list[float | None]]]
 
 
 class ChunkLike(Protocol):
@@ -48,7 +53,7 @@ def record(
     of a step's points or none of them.
     """
     with writing(engine) as conn:
-        if not jobs.advance(
+        if not job_queue.advance(
             conn, job_pk=job_pk, worker_id=worker_id, step=chunk.step, epoch=chunk.epoch
         ):
             return False
@@ -169,7 +174,7 @@ def most_points(series: Sequence[SeriesEnd], *, after: int | None) -> int:
 
 def read(
     conn: Connection, *, job_pk: int, names: Sequence[str] | None, after: int | None
-) -> dict[str, tuple[list[int], list[float | None]]]:
+) -> Series:
     """A job's series, each ordered by step, inside the caller's (snapshot) transaction."""
     return read_series(conn, series_ends(conn, job_pk=job_pk, names=names), after=after)
 
@@ -229,6 +234,79 @@ class SavedParameters(NamedTuple):
     scalars: int
     #: the tensors as a safetensors file; None where it was left unread (`read_parameters`)
     file: bytes | None
+
+
+def job_parameters(
+    engine: Engine, *, job_id: str, owner: str | None, max_scalars: int | None
+) -> SavedParameters:
+    """A job's latest saved parameters (step 0 and none for a job that saved none yet); past
+    `max_scalars` the file is left unread (None)."""
+    with reading(engine) as conn:
+        row = job_queue.find(conn, job_id=job_id, owner=owner)
+        saved = read_parameters(conn, job_pk=row.pk, max_scalars=max_scalars)
+    return saved or SavedParameters(step=0, scalars=0, file=NO_PARAMETERS)
+
+
+def job_trajectory(
+    engine: Engine, *, job_id: str, owner: str | None
+) -> tuple[dict[str, Any], list[int], list[str]]:
+    """A job's stored spec, and the steps and points (as JSON lists) of its trajectory."""
+    with reading(engine) as conn:
+        row = job_queue.find(conn, job_id=job_id, owner=owner)
+        steps, points = read_trajectory(conn, job_pk=row.pk)
+    return row.spec, steps, points
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job's row and the ends of its series, read in one snapshot that `read` continues."""
+
+    job: Any
+    ends: list[SeriesEnd]
+    conn: Connection
+
+    def read(self, *, after: int | None) -> Series:
+        return read_series(self.conn, self.ends, after=after)
+
+
+@contextmanager
+def snapshot(
+    engine: Engine, *, job_id: str, owner: str | None, names: Sequence[str] | None
+) -> Iterator[Snapshot]:
+    """A look at a job's curves that can read them after deciding whether to (a poll)."""
+    with reading(engine) as conn:
+        row = job_queue.find(conn, job_id=job_id, owner=owner)
+        yield Snapshot(row, series_ends(conn, job_pk=row.pk, names=names), conn)
+
+
+def job_points_after(
+    engine: Engine, *, job_id: str, owner: str | None, after: int
+) -> tuple[Any, Series]:
+    """The job and its points after `after`, from one snapshot: the points match the status."""
+    with reading(engine) as conn:
+        row = job_queue.find(conn, job_id=job_id, owner=owner)
+        # a job's `step` is its last recorded step, written with the points; below it, no
+        # point is new and the per-series reads can be skipped
+        if row.step <= after and row.status not in job_queue.FINISHED:
+            return row, {}
+        return row, read(conn, job_pk=row.pk, names=None, after=after)
+
+
+class JobDrawing(NamedTuple):
+    """What a picture of a job draws: its row, its series and a minimize job's path."""
+
+    job: Any
+    series: Series
+    path: list[str]
+
+
+def job_drawing(engine: Engine, *, job_id: str, owner: str | None) -> JobDrawing:
+    with reading(engine) as conn:
+        row = job_queue.find(conn, job_id=job_id, owner=owner)
+        series = read(conn, job_pk=row.pk, names=None, after=None)
+        minimize = row.spec.get("task") == "minimize"
+        _, path = read_trajectory(conn, job_pk=row.pk) if minimize else ([], [])
+    return JobDrawing(row, series, path)
 
 
 def read_parameters(

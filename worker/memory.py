@@ -1,6 +1,6 @@
 """A worker's memory: capped at its budget, and a job that passes it ends `resources`.
 
-The API refuses a job whose estimated peak (service/costs.py) passes DESCENT_WORKER_MEMORY;
+The API refuses a job whose estimated peak (service/spec/costs.py) passes DESCENT_WORKER_MEMORY;
 this is the worker's side of the same bound. Its address space is capped at what it holds
 once started plus the budget, so an allocation past it fails inside the job (a MemoryError,
 or torch's "can't allocate memory") instead of waking the kernel's OOM killer, which would
@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from service import costs
-from service.schemas.spec import FitSpec, job_spec_adapter
+from service.spec import FitSpec, costs, job_spec_adapter
 from worker.training.errors import OutOfMemory
 
 log = logging.getLogger(__name__)

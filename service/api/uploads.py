@@ -1,4 +1,4 @@
-"""Uploaded datasets: parsing a CSV into numbers, and storing, reading and removing them.
+"""Reading an uploaded CSV into numbers, refused as it is read past the limits.
 
 Rows are numbered as a spreadsheet numbers them: the header is row 1, the first data row 2.
 """
@@ -8,46 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import secrets
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, delete, insert, select
 
 from service.config import Settings
-from service.db.engine import reading, writing
-from service.db.models import DatasetRow, utcnow
-from service.errors import BadRequest, InvalidUpload, NotFound
-from service.schemas.datasets import Dataset
+from service.errors import InvalidUpload, quoted
+from service.store.datasets import MAX_NAME, Parsed
 
-#: largest page `GET /datasets` answers
-MAX_PAGE = 500
-#: longest column name, in characters (the target's name is stored in a column this wide)
-MAX_NAME = 200
-#: characters of a cell or a name an error message quotes
-QUOTED = 100
 #: columns an error message lists by name
 LISTED = 10
-
-# every column but the stored numbers, which only `load` reads
-_PUBLIC = [c for c in DatasetRow.__table__.c if c.name != "data"]
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """A CSV's numbers: `x` (float64, rows x features) and `y` (float64, rows)."""
-
-    columns: list[str]
-    target: str
-    x: np.ndarray
-    y: np.ndarray
-    integer_target: bool
-
-
-# --- parsing -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -119,11 +91,11 @@ def _header(row: list[str] | None, max_columns: int) -> list[str]:
         if len(name) > MAX_NAME:
             raise InvalidUpload(f"column {i}'s name is longer than {MAX_NAME} characters")
         if name in seen:
-            raise InvalidUpload(f"the header (row 1) names column {_quote(name)} twice")
+            raise InvalidUpload(f"the header (row 1) names column {quoted(name)} twice")
         seen.add(name)
     if len(columns) < 2:
         raise InvalidUpload(
-            f"the file has one column ({_quote(columns[0])}); it needs the target and at least one"
+            f"the file has one column ({quoted(columns[0])}); it needs the target and at least one"
             " feature column"
         )
     return columns
@@ -133,7 +105,7 @@ def _target_index(columns: list[str], target: str | None) -> int:
     if target is None:
         return len(columns) - 1
     if target.strip() not in columns:
-        raise InvalidUpload(f"no column {_quote(target)}; the columns are {_some(columns)}")
+        raise InvalidUpload(f"no column {quoted(target)}; the columns are {_some(columns)}")
     return columns.index(target.strip())
 
 
@@ -188,23 +160,16 @@ def _bad_row(row: list[str], number: int, columns: list[str]) -> InvalidUpload:
         try:
             float(cell)
         except ValueError:
-            what = "is empty" if not cell.strip() else f"{_quote(cell)} is not a number"
+            what = "is empty" if not cell.strip() else f"{quoted(cell)} is not a number"
             return InvalidUpload(
-                f"row {number}, column {_quote(name)}: {what} (the header is row 1)"
+                f"row {number}, column {quoted(name)}: {what} (the header is row 1)"
             )
     return InvalidUpload(f"row {number} could not be read")  # pragma: no cover
 
 
-def _quote(text: str) -> str:
-    """`text` as repr writes it, cut to QUOTED characters: a message never echoes a whole cell."""
-    if len(text) <= QUOTED:
-        return repr(text)
-    return f"{text[:QUOTED]!r}... ({len(text)} characters)"
-
-
 def _some(columns: list[str]) -> str:
     """The first few columns' names, and how many more there are."""
-    named = ", ".join(_quote(c) for c in columns[:LISTED])
+    named = ", ".join(quoted(c) for c in columns[:LISTED])
     more = len(columns) - LISTED
     return named if more <= 0 else f"{named} and {more} more"
 
@@ -213,117 +178,7 @@ def _check_finite(values: list[float], number: int, columns: list[str]) -> None:
     for name, value in zip(columns, values, strict=True):
         if not math.isfinite(value):
             raise InvalidUpload(
-                f"row {number}, column {_quote(name)}: {value} is not a finite number"
+                f"row {number}, column {quoted(name)}: {value} is not a finite number"
                 " (the header is row 1)"
             )
     # a sum of finite values can overflow to inf; then every value was fine
-
-
-# --- storing -----------------------------------------------------------------------------
-
-
-def name_from(filename: str | None) -> str | None:
-    """A dataset's default name: the uploaded file's, cut to fit and without NUL characters."""
-    return (filename or "").replace("\x00", "")[:MAX_NAME] or None
-
-
-def to_public(row: Any) -> Dataset:
-    """The API's view of a dataset row."""
-    return Dataset(
-        id=row.id,
-        name=row.name,
-        n_samples=row.n_samples,
-        n_features=row.n_features,
-        columns=row.columns,
-        target=row.target,
-        created_at=row.created_at,
-        integer_target=row.integer_target,
-        target_min=row.target_min,
-        target_max=row.target_max,
-    )
-
-
-def _visible(dataset_id: str, owner: str | None) -> Any:
-    clause = DatasetRow.id == dataset_id
-    return clause if owner is None else clause & (DatasetRow.owner == owner)
-
-
-def find(conn: Connection, *, dataset_id: str, owner: str | None) -> Any:
-    """The dataset's row without its numbers, or NotFound; inside the caller's transaction."""
-    row = conn.execute(select(*_PUBLIC).where(_visible(dataset_id, owner))).first()
-    if row is None:
-        raise NotFound(f"no dataset {_quote(dataset_id)}")
-    return row
-
-
-def create(engine: Engine, *, parsed: Parsed, name: str | None, owner: str | None) -> Dataset:
-    """Store a parsed upload."""
-    values = {
-        "id": secrets.token_hex(8),
-        "owner": owner,
-        "name": name,
-        "created_at": utcnow(),
-        "n_samples": parsed.x.shape[0],
-        "n_features": parsed.x.shape[1],
-        "columns": parsed.columns,
-        "target": parsed.target,
-        "integer_target": parsed.integer_target,
-        "target_min": float(parsed.y.min()),
-        "target_max": float(parsed.y.max()),
-        "data": _pack(parsed.x, parsed.y),
-    }
-    with writing(engine) as conn:
-        conn.execute(insert(DatasetRow).values(**values))
-        return to_public(find(conn, dataset_id=values["id"], owner=owner))
-
-
-def get(engine: Engine, *, dataset_id: str, owner: str | None) -> Dataset:
-    with reading(engine) as conn:
-        return to_public(find(conn, dataset_id=dataset_id, owner=owner))
-
-
-def list_page(
-    engine: Engine, *, owner: str | None, limit: int, cursor: str | None
-) -> tuple[list[Dataset], str | None]:
-    """Newest first; the cursor is the position after which the next page starts."""
-    query = select(*_PUBLIC).order_by(DatasetRow.pk.desc()).limit(limit + 1)
-    if owner is not None:
-        query = query.where(DatasetRow.owner == owner)
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise BadRequest(f"cursor {_quote(cursor)} is not one this service gave out")
-        query = query.where(DatasetRow.pk < int(cursor))
-    with reading(engine) as conn:
-        rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [to_public(r) for r in rows], (str(rows[-1].pk) if more else None)
-
-
-def delete_dataset(engine: Engine, *, dataset_id: str, owner: str | None) -> None:
-    """Remove a dataset; jobs already trained on it keep their results."""
-    with writing(engine) as conn:
-        row = find(conn, dataset_id=dataset_id, owner=owner)
-        conn.execute(delete(DatasetRow).where(DatasetRow.pk == row.pk))
-
-
-def load(
-    engine: Engine, *, dataset_id: str, owner: str | None
-) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The dataset and its `x` and `y` (float64); owner None reads anyone's, as workers do."""
-    with reading(engine) as conn:
-        row = find(conn, dataset_id=dataset_id, owner=owner)
-        data = conn.execute(select(DatasetRow.data).where(DatasetRow.pk == row.pk)).scalar_one()
-    x, y = _unpack(data)
-    return to_public(row), x, y
-
-
-def _pack(x: np.ndarray, y: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=x, y=y)
-    return buffer.getvalue()
-
-
-def _unpack(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        return arrays["x"], arrays["y"]

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel
 
-from service import objectives_np
-from service.schemas import spec as specs
+from service import spec as specs
+from service.plots import surfaces
 
 #: a job's curves by name: steps and values (None where a value was not finite)
 Series = Mapping[str, tuple[Sequence[int], Sequence[float | None]]]
@@ -209,7 +209,7 @@ def _path_2d_figure(
 ) -> Figure:
     fig, ax, ax_f, ax_key = _path_layout(heading)
     path = _finite_rows(points, 2)
-    label, marks = objectives_np.landmarks(objective)
+    label, marks = surfaces.landmarks(objective)
     x, y = _window(np.vstack([path, marks]) if len(path) else np.array(marks))
     _contours(fig, ax, objective, x, y)
     every = _every(len(path))
@@ -231,7 +231,7 @@ def _path_1d_figure(
     losses: tuple[Sequence[int], Sequence[float | None]],
 ) -> Figure:
     fig, ax, ax_f, ax_key = _path_layout(heading)
-    f = objectives_np.quadratic_1d(objective)
+    f = surfaces.quadratic_1d(objective)
     xs = _finite_rows(points, 1)[:, 0]
     half = 1.15 * float(np.max(np.abs(xs))) if xs.size and np.any(xs) else 1.0
     grid = np.linspace(-half, half, 400)
@@ -267,7 +267,7 @@ def _contours(
 ) -> None:
     u, v = np.meshgrid(x, y)
     with np.errstate(all="ignore"):
-        z = objectives_np.function_2d(objective)(u, v)
+        z = surfaces.function_2d(objective)(u, v)
     z = np.where(np.isfinite(z), z, np.nan)
     if np.isnan(z).all():  # a window out where f overflows: no contours to draw
         return
@@ -289,7 +289,7 @@ def _levels(kind: str, z: np.ndarray) -> tuple[np.ndarray, Normalize | None, np.
     """
     low, top = float(np.nanmin(z)), float(np.nanmax(z))
     top = max(top, low + 1e-12)
-    if low >= 0 and kind in objectives_np.STEEP:
+    if low >= 0 and kind in surfaces.STEEP:
         low = max(low, top * 1e-6, 1e-300)
         levels = np.geomspace(low, max(top, low * 10), LEVELS)
         decades = 10.0 ** np.arange(math.ceil(math.log10(low)), math.floor(math.log10(top)) + 1)

@@ -1,15 +1,18 @@
-"""The worker: claim a job, train it, record how it ended; again until told to stop."""
+"""The worker's loop: claim a job, train it, record how it ended; again until told to stop.
+
+A job is claimed (and its status changed) in service/store/job_queue.py; this decides what
+to claim, runs it, and hands its outcome (outcomes.py) back to the store.
+"""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import Any
 
 import numpy as np
@@ -18,27 +21,24 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from service import datasets, jobs, specs
 from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import migrate
 from service.errors import NotFound
-from service.schemas.jobs import JobStatus
-from service.schemas.spec import (
-    DatasetData,
-    FitSpec,
-    MinimizeSpec,
-    job_spec_adapter,
-    over_budget,
-)
+from service.spec import FitSpec, MinimizeSpec, job_spec_adapter
+from service.spec.limits import Limits
+from service.spec.resolve import dataset_of, resolve
+from service.store import datasets, job_queue, workers
 from service.wakeup import Waiter
-from worker import limits
-from worker.recorder import DatabaseRecorder
+from worker import memory, outcomes
+from worker.database_recorder import DatabaseRecorder
+from worker.outcomes import Outcome, Succeeded
 from worker.training.data import load as load_data
-from worker.training.errors import Diverged, Interrupted, InvalidJob, TimedOut
-from worker.training.loop import RunOptions, train
+from worker.training.errors import InvalidJob
+from worker.training.fit import train
+from worker.training.group import group_key, train_many
 from worker.training.minimize import minimize
-from worker.training.vectorized import group_key, train_many
+from worker.training.skeleton import RunOptions, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,14 @@ class Worker:
     def run(self) -> None:
         migrate(self.engine)
         _warm_up()
+        self._seen()  # before the log line: whoever reads "ready" finds it in /health
         log.info("worker %s ready (device %s)", self.id, self.device)
         next_requeue = 0.0
         while not self.stop.is_set():
             try:
                 if time.monotonic() >= next_requeue:
-                    if requeued := jobs.requeue_expired(self.engine):
+                    self._seen()
+                    if requeued := job_queue.requeue_expired(self.engine):
                         log.warning("requeued %d job(s) whose worker stopped answering", requeued)
                     # a third of a lease: a dead worker's job waits at most ~1.3 leases
                     every = min(REQUEUE_EVERY_SECONDS, self.settings.lease_seconds / 3)
@@ -86,15 +88,20 @@ class Worker:
             if idle:
                 self.waiter.wait(self.stop)
         self.waiter.close()
+        with suppress(DBAPIError):  # a worker not seen within a lease stops counting anyway
+            workers.gone(self.engine, worker_id=self.id)
         self.engine.dispose()
         log.info("worker %s stopped", self.id)
+
+    def _seen(self) -> None:
+        workers.seen(self.engine, worker_id=self.id, device=str(self.resolve_device("auto")))
 
     def run_one(self) -> bool:
         """Claim and run one job; False when the queue had nothing for this worker."""
         # a read first: an idle worker must not take the write lock 100 times a second
-        if not jobs.any_queued(self.engine, has_gpu=self.has_gpu):
+        if not job_queue.any_queued(self.engine, has_gpu=self.has_gpu):
             return False
-        claimed = jobs.claim_next(
+        claimed = job_queue.claim_next(
             self.engine,
             worker_id=self.id,
             lease_seconds=self.settings.lease_seconds,
@@ -113,18 +120,18 @@ class Worker:
             self._run(claimed)
         return True
 
-    def _claim_siblings(self, lead: jobs.Claimed) -> list[jobs.Claimed]:
+    def _claim_siblings(self, lead: job_queue.Claimed) -> list[job_queue.Claimed]:
         """Queued runs of `lead`'s sweep that can train together with it, claimed."""
         most = self.settings.group_runs - 1
         key = _group_key(lead.spec)
         if most < 1 or lead.checkpoint is not None or key is None:
             return []
-        cost = limits.estimate(lead.spec)
+        cost = memory.estimate(lead.spec)
         if cost is not None:  # the runs of a group are stacked: each adds its own peak
             most = min(most, int(self.settings.worker_memory) // max(cost.peak_bytes, 1) - 1)
             if most < 1:
                 return []
-        return jobs.claim_siblings(
+        return job_queue.claim_siblings(
             self.engine,
             lead=lead,
             worker_id=self.id,
@@ -134,51 +141,53 @@ class Worker:
             most=most,
         )
 
-    def _run(self, claimed: jobs.Claimed) -> None:
+    def _run(self, claimed: job_queue.Claimed) -> None:
         recorder = self._recorder(claimed)
         try:
             spec, arrays = self._spec_and_data(claimed.spec)
             device = self.resolve_device(spec.device)
             if isinstance(spec, FitSpec):
-                limits.check_device(spec, device)
+                memory.check_device(spec, device)
             resume = claimed.checkpoint
             if resume is not None:
                 log.info("job %s resumes from its checkpoint", claimed.id)
             with recorder:
-                if isinstance(spec, MinimizeSpec):
-                    result = minimize(
-                        spec, recorder, device=device, options=self._options(), resume=resume
-                    )
-                else:
-                    data = load_data(spec, arrays=arrays) if arrays is not None else None
-                    result = train(
-                        spec,
-                        recorder,
-                        device=device,
-                        options=self._options(),
-                        data=data,
-                        resume=resume,
-                    )
-            end = _succeeded(result)
+                result = self._train(spec, arrays, recorder, device=device, resume=resume)
+            outcome: Outcome = Succeeded(result)
         except Exception as exc:  # noqa: BLE001 - any failure ends the job, not the worker
-            end = self._failure(claimed, exc, recorder)
-        self._end(claimed, end)
+            outcome = self._failure(claimed, exc, recorder)
+        self._end(claimed, outcome)
 
-    def _run_group(self, claims: list[jobs.Claimed]) -> None:
+    def _train(
+        self,
+        spec: FitSpec | MinimizeSpec,
+        arrays: tuple[np.ndarray, np.ndarray] | None,
+        recorder: DatabaseRecorder,
+        *,
+        device: torch.device,
+        resume: bytes | None,
+    ) -> RunResult:
+        options = self._options()
+        if isinstance(spec, MinimizeSpec):
+            return minimize(spec, recorder, device=device, options=options, resume=resume)
+        data = load_data(spec, arrays=arrays) if arrays is not None else None
+        return train(spec, recorder, device=device, options=options, data=data, resume=resume)
+
+    def _run_group(self, claims: list[job_queue.Claimed]) -> None:
         """Train runs of one sweep together; each job ends as soon as its run does."""
         recorders = [self._recorder(claimed) for claimed in claims]
         ended: set[int] = set()
 
-        def done(i: int, outcome: dict[str, Any] | Exception) -> None:
+        def done(i: int, run_end: RunResult | Exception) -> None:
             try:
                 recorders[i].close()  # every point written before the job reads finished
             except Exception as exc:  # noqa: BLE001 - the run's own failure
-                outcome = exc
-            if isinstance(outcome, dict):
-                end = _succeeded(outcome)
+                run_end = exc
+            if isinstance(run_end, RunResult):
+                outcome: Outcome = Succeeded(run_end)
             else:
-                end = self._failure(claims[i], outcome, recorders[i])
-            self._end(claims[i], end)
+                outcome = self._failure(claims[i], run_end, recorders[i])
+            self._end(claims[i], outcome)
             ended.add(i)
 
         try:
@@ -201,7 +210,7 @@ class Worker:
                 if i not in ended:
                     self._end(claimed, self._failure(claimed, exc, recorders[i]))
 
-    def _recorder(self, claimed: jobs.Claimed) -> DatabaseRecorder:
+    def _recorder(self, claimed: job_queue.Claimed) -> DatabaseRecorder:
         return DatabaseRecorder(
             self.engine,
             job_pk=claimed.pk,
@@ -221,58 +230,30 @@ class Worker:
         )
 
     def _failure(
-        self, claimed: jobs.Claimed, exc: BaseException, recorder: DatabaseRecorder
-    ) -> dict[str, object]:
+        self, claimed: job_queue.Claimed, exc: BaseException, recorder: DatabaseRecorder
+    ) -> Outcome:
         """How a run that raised `exc` ends."""
-        if isinstance(exc, Interrupted):
-            return self._interrupted(recorder.reason)
-        if isinstance(exc, ValidationError) and (refusal := over_budget(exc)) is not None:
-            return _failed("resources", f"this worker cannot hold the job: {refusal}")
-        if limits.is_out_of_memory(exc):
-            gc.collect()  # what the failed job held, before the next job allocates
-            budget = int(self.settings.worker_memory)
-            log.warning("job %s ran out of memory: %s", claimed.id, exc)
-            return _failed("resources", limits.out_of_memory_message(exc, claimed.spec, budget))
-        for kinds, kind in _FAILURES:
-            if isinstance(exc, kinds):
-                return _failed(kind, str(exc))
-        log.error("job %s failed", claimed.id, exc_info=exc)
-        return _failed("internal", f"{type(exc).__name__}: {exc}")
+        budget = int(self.settings.worker_memory)
+        return outcomes.of_error(exc, claimed=claimed, stop_reason=recorder.reason, budget=budget)
 
     def _spec_and_data(
         self, raw: dict[str, Any]
     ) -> tuple[FitSpec | MinimizeSpec, tuple[np.ndarray, np.ndarray] | None]:
-        """The stored spec, validated again here; an uploaded dataset's arrays if it names one."""
+        """The stored spec, checked again here against this worker's limits; an uploaded
+        dataset's arrays if it names one."""
         spec = job_spec_adapter.validate_python(raw)
-        if not isinstance(spec, FitSpec) or not isinstance(spec.data, DatasetData):
-            return spec, None
+        bounds = Limits.of(self.settings)
+        if (dataset_id := dataset_of(spec)) is None:
+            return resolve(spec, limits=bounds), None
         try:
-            dataset, x, y = datasets.load(self.engine, dataset_id=spec.data.id, owner=None)
+            dataset, x, y = datasets.load(self.engine, dataset_id=dataset_id, owner=None)
         except NotFound as exc:
-            raise InvalidJob(f"dataset {spec.data.id} was deleted before the job ran") from exc
-        context = {"datasets": {dataset.id: specs.facts(dataset)}}
-        return job_spec_adapter.validate_python(raw, context=context), (x, y)
+            raise InvalidJob(f"dataset {dataset_id} was deleted before the job ran") from exc
+        known = {dataset.id: datasets.facts_of(dataset)}
+        return resolve(spec, limits=bounds, datasets=known), (x, y)
 
-    def _interrupted(self, reason: str | None) -> dict[str, object]:
-        if reason == "cancel":
-            return {
-                "status": JobStatus.cancelled,
-                "error": {"type": "cancelled", "message": "cancelled at the user's request"},
-            }
-        return {"status": None, "reason": reason}
-
-    def _end(self, claimed: jobs.Claimed, end: dict[str, object]) -> None:
-        status = end.pop("status")
-        if status is None:  # not ours to end: handed back (shutdown) or gone (lost)
-            if end.get("reason") == "shutdown":
-                jobs.release(self.engine, job_pk=claimed.pk, worker_id=self.id)
-                log.info("job %s handed back to the queue", claimed.id)
-            return
-        assert isinstance(status, JobStatus)
-        if jobs.finish(self.engine, job_pk=claimed.pk, worker_id=self.id, status=status, **end):  # type: ignore[arg-type]
-            log.info("job %s %s", claimed.id, status.value)
-        else:
-            log.warning("job %s was no longer this worker's when it ended", claimed.id)
+    def _end(self, claimed: job_queue.Claimed, outcome: Outcome) -> None:
+        outcomes.end(self.engine, claimed, outcome, worker_id=self.id)
 
     def resolve_device(self, wanted: str) -> torch.device:
         """The torch device for a job's `device`, or InvalidJob if this worker lacks it."""
@@ -298,22 +279,6 @@ def _warm_up() -> None:
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.ones(1, 1)).sum().backward()
     optimizer.step()
-
-
-def _failed(kind: str, message: str) -> dict[str, object]:
-    return {"status": JobStatus.failed, "error": {"type": kind, "message": message}}
-
-
-def _succeeded(result: dict[str, Any]) -> dict[str, object]:
-    return {"status": JobStatus.succeeded, "result": result}
-
-
-#: the errors that end a job with a type of its own; any other ends it `internal`
-_FAILURES: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
-    (Diverged, "diverged"),
-    (TimedOut, "timeout"),
-    ((InvalidJob, ValidationError), "invalid"),
-]
 
 
 def _group_key(raw: dict[str, Any]) -> str | None:

@@ -37,16 +37,15 @@ from service.db.models import (
     TrajectoryRow,
     utcnow,
 )
-from service.errors import BadRequest, Conflict, NotFound
+from service.errors import Conflict, NotFound
 from service.schemas.jobs import Job, JobError, JobStatus, Progress
+from service.store import paging
 from service.wakeup import notify_new_job
 
-#: largest page `GET /jobs` answers
-MAX_PAGE = 500
 #: seconds a job asking for a GPU waits for a GPU worker before a CPU-only worker fails it
 GPU_WAIT_SECONDS = 10.0
 
-FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+FINISHED = tuple(status for status in JobStatus if status.finished)
 
 
 @dataclass(frozen=True)
@@ -102,11 +101,6 @@ def error_of(row: Any) -> JobError | None:
     return JobError(**row.error) if row.error else None
 
 
-def _visible(job_id: str, owner: str | None) -> Any:
-    clause = JobRow.id == job_id
-    return clause if owner is None else clause & (JobRow.owner == owner)
-
-
 def _with_sweep_id() -> Select[Any]:
     """Job rows with the public id of the sweep that made them (`sweep_id`, else null)."""
     return select(JobRow.__table__, SweepRow.id.label("sweep_id")).outerjoin(
@@ -116,7 +110,7 @@ def _with_sweep_id() -> Select[Any]:
 
 def find(conn: Connection, *, job_id: str, owner: str | None) -> JobRow:
     """The job row, or NotFound; inside the caller's transaction."""
-    row = conn.execute(_with_sweep_id().where(_visible(job_id, owner))).first()
+    row = conn.execute(_with_sweep_id().where(paging.visible(JobRow, job_id, owner))).first()
     if row is None:
         raise NotFound(f"no job {job_id!r}")
     return row  # type: ignore[return-value]
@@ -136,20 +130,14 @@ def list_page(
     cursor: str | None,
 ) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the position after which the next page starts."""
-    query = _with_sweep_id().order_by(JobRow.pk.desc()).limit(limit + 1)
-    if owner is not None:
-        query = query.where(JobRow.owner == owner)
+    query = _with_sweep_id()
     if status is not None:
         query = query.where(JobRow.status == status.value)
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise BadRequest(f"cursor {cursor!r} is not one this service gave out")
-        query = query.where(JobRow.pk < int(cursor))
     with reading(engine) as conn:
-        rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [to_public(r) for r in rows], (str(rows[-1].pk) if more else None)
+        rows, next_cursor = paging.read_page(
+            conn, query, JobRow, owner=owner, limit=limit, cursor=cursor
+        )
+    return [to_public(r) for r in rows], next_cursor
 
 
 # --- the API's transitions ---------------------------------------------------------------

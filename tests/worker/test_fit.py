@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from service.schemas.spec import FitSpec
+from service.spec import FitSpec
 from worker.training import data as data_sources
 from worker.training import models
 from worker.training.errors import Diverged, InputOverflow, Interrupted, TimedOut
-from worker.training.loop import RunOptions, train
+from worker.training.fit import train
 from worker.training.recorder import Chunk, MemoryRecorder
+from worker.training.skeleton import RunOptions
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ def _spec(**overrides: Any) -> FitSpec:
 def _train(spec: FitSpec, **options: Any) -> tuple[dict[str, Any], MemoryRecorder]:
     recorder = MemoryRecorder()
     result = train(spec, recorder, device="cpu", options=RunOptions(**options))
-    return result, recorder
+    return result.as_dict(), recorder
 
 
 def _values(recorder: MemoryRecorder, name: str) -> list[float]:

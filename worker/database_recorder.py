@@ -17,7 +17,7 @@ import time
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from service import curves, jobs
+from service.store import curves, job_queue, workers
 from worker.training.recorder import Chunk
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,16 @@ class DatabaseRecorder:
         last_renewal = time.monotonic()
         while not self._done.wait(self.heartbeat_seconds):
             try:
-                state = jobs.poll(self.engine, job_pk=self.job_pk, worker_id=self.worker_id)
+                state = job_queue.poll(self.engine, job_pk=self.job_pk, worker_id=self.worker_id)
                 if state == "held" and time.monotonic() - last_renewal >= renew_every:
-                    if not jobs.heartbeat(
+                    if not job_queue.heartbeat(
                         self.engine,
                         job_pk=self.job_pk,
                         worker_id=self.worker_id,
                         lease_seconds=self.lease_seconds,
                     ):
                         state = "lost"
+                    workers.seen(self.engine, worker_id=self.worker_id)  # for /health
                     last_renewal = time.monotonic()
             except Exception:  # noqa: BLE001 - a missed heartbeat is retried; the lease is long
                 log.warning("job %s: heartbeat failed", self.job_pk, exc_info=True)

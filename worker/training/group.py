@@ -1,16 +1,17 @@
-"""Sweeps vectorised: the runs of a group train together, as one batched computation.
+"""A sweep's group: runs that train together, as one batched computation (vectorised).
 
 Runs whose specs have the same `group_key` share the model shape, the data source, the loss,
 the batching and the optimizer type; they differ only in numeric hyper-parameters and seeds.
-`train_many` trains them as R rows of one stacked model (`stacked.StackedModel`): one batched
-forward and backward per step for all of them, one vectorised optimizer update
-(`optimizers.stacked`), and each run's curve, metrics, trajectory and parameters handed to its
-own recorder in the chunks `train` would hand it. Each row starts from the parameters `train`
-gives its seed, takes the batches `train` gives its seed, and makes the same operations, so
-each run's curve is the run trained alone (tests/worker/test_vectorized.py): on the CPU with
-one torch thread its parameters are the same bit for bit, in float32 too, and its losses
-differ in the last bit at most (the order of a batch mean's sum); with more threads, or on a
-GPU, the matrix products may round otherwise, as they may for `train` itself.
+`train_many` trains them as R rows of one stacked model (`stacked_model.StackedModel`): one
+batched forward and backward per step for all of them, one vectorised optimizer update
+(`optimizers.vectorised`), and each run's curve, metrics, trajectory and parameters handed to
+its own recorder in the chunks `train` would hand it, on the run skeleton's timetable
+(skeleton.py). Each row starts from the parameters `train` gives its seed, takes the batches
+`train` gives its seed, and makes the same operations, so each run's curve is the run trained
+alone (tests/worker/test_group.py): on the CPU with one torch thread its parameters are the
+same bit for bit, in float32 too, and its losses differ in the last bit at most (the order of
+a batch mean's sum); with more threads, or on a GPU, the matrix products may round otherwise,
+as they may for `train` itself.
 
 What vectorises (`group_key` is None otherwise):
 - fit jobs with autograd gradients (manual gradients come with a gradient check per run);
@@ -38,29 +39,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from service.schemas.spec import ClassificationData, FitSpec, LinearData, MinimizeSpec
-from worker.training import data as data_sources
+from service.spec import FitSpec, MinimizeSpec, costs
 from worker.training import optimizers
-from worker.training.errors import Interrupted, TimedOut, non_finite
-from worker.training.loop import (
-    DTYPES,
-    EVAL_ROWS,
-    RunOptions,
-    _outputs,
-    device_name,
-    keeps_trajectory,
-)
-from worker.training.optimizers import stacked as stacked_optimizers
+from worker.training.errors import Interrupted, non_finite
+from worker.training.group_data import Epoch, GroupData
+from worker.training.optimizers import vectorised
+from worker.training.parameters_file import encode_parameters
 from worker.training.pending import Pending
-from worker.training.recorder import Recorder, encode_parameters
-from worker.training.stacked import StackedModel, StackedObjective
+from worker.training.recorder import Recorder
+from worker.training.skeleton import DTYPES, Cadence, RunOptions, RunResult, keeps_trajectory
+from worker.training.stacked_model import StackedModel, StackedObjective
 
 #: a run's end: `train`'s result, or the exception `train` would have raised (Diverged,
 #: Interrupted, TimedOut; any other if its recorder failed)
-Outcome = dict[str, Any] | Exception
-#: above this many bytes, a group's shuffled training set is not gathered once an epoch but
-#: one batch at a time (bytes)
-EPOCH_GATHER_BYTES = 256 * 2**20
+Outcome = RunResult | Exception
 
 
 def group_key(spec: FitSpec | MinimizeSpec) -> str | None:
@@ -72,10 +64,10 @@ def group_key(spec: FitSpec | MinimizeSpec) -> str | None:
     if not isinstance(spec, FitSpec) or spec.gradients != "autograd":
         return None
     kind = spec.optimizer.type
-    if kind not in stacked_optimizers.NUMERIC_FIELDS:
+    if kind not in vectorised.NUMERIC_FIELDS:
         return None
     fields = spec.model_dump(mode="json", exclude={"name", "seed", "penalty"})
-    numeric = stacked_optimizers.NUMERIC_FIELDS[kind]
+    numeric = vectorised.NUMERIC_FIELDS[kind]
     fields["optimizer"] = {k: v for k, v in fields["optimizer"].items() if k not in numeric}
     if fields["schedule"] is not None:
         fields["schedule"] = {"type": fields["schedule"]["type"]}
@@ -110,122 +102,6 @@ def train_many(
     group = _Group(specs, recorders, torch.device(device), options or RunOptions(), arrays)
     group.on_done = on_done
     return group.fit()
-
-
-# --- the data -----------------------------------------------------------------------------
-
-
-def _seeded(spec: FitSpec) -> bool:
-    """Whether the data themselves (not only their split) are made from the job's seed."""
-    return isinstance(spec.data, LinearData | ClassificationData)
-
-
-def _each_runs_split(
-    specs: Sequence[FitSpec], arrays: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, list[data_sources.Dataset]]:
-    """The group's features, each distinct data set once, and each run's split of them as
-    `data.load` makes it for the run's seed, its features being row numbers into those."""
-    # data set (the seed, if the data are made from it) -> its first row, its targets
-    bases: dict[int | None, tuple[int, np.ndarray]] = {}
-    features: list[np.ndarray] = []
-    splits = []
-    for spec in specs:
-        key = spec.seed if _seeded(spec) else None
-        if key not in bases:
-            x, y = arrays or data_sources.make(spec.data, seed=spec.seed)
-            bases[key] = (sum(len(f) for f in features), y)
-            features.append(np.asarray(x, dtype=np.float64))
-        start, y = bases[key]
-        # load() only selects rows: given row numbers as the features, it hands back the
-        # numbers of the rows it selects, in its order (the targets it converts itself)
-        numbers = np.arange(start, start + len(y), dtype=np.float64)[:, None]
-        splits.append(data_sources.load(spec, arrays=(numbers, y)))
-    widths = {f.shape[1] for f in features}
-    if len(widths) != 1:
-        raise ValueError(f"the runs' data differ in their number of features: {widths}")
-    return np.concatenate(features), splits
-
-
-class _GroupData:
-    """Each run's training and validation rows, made as `data.load` makes them for its seed.
-
-    The features are stored once per distinct data set (once for the group, unless they are
-    made from the seed) in `x`; each run has its own row numbers into it, in its split's order.
-    """
-
-    def __init__(
-        self,
-        specs: Sequence[FitSpec],
-        device: torch.device,
-        dtype: torch.dtype,
-        arrays: tuple[np.ndarray, np.ndarray] | None,
-    ) -> None:
-        x, splits = _each_runs_split(specs, arrays)
-        shapes = {
-            (_outputs(spec, split), len(split.x_train), len(split.x_val))
-            for spec, split in zip(specs, splits, strict=True)
-        }
-        if len(shapes) != 1:
-            raise ValueError(
-                f"the runs' data differ in (outputs, training, validation rows): {shapes}"
-            )
-        self.n_out, self.n_train, self.n_val = shapes.pop()
-        self.n_features = x.shape[1]
-        self.device = device
-        self.x = torch.as_tensor(x, dtype=dtype, device=device)
-        y_dtype = torch.long if specs[0].loss == "cross_entropy" else dtype
-        self.rows = {
-            "train": _stack([split.x_train[:, 0] for split in splits], torch.long, device),
-            "val": _stack([split.x_val[:, 0] for split in splits], torch.long, device),
-        }
-        self.y = {
-            "train": _stack([split.y_train for split in splits], y_dtype, device),
-            "val": _stack([split.y_val for split in splits], y_dtype, device),
-        }
-        # each run's training rows in its split's order (the full batch, the evaluation set),
-        # gathered once if they fit; else taken from `x` a batch at a time
-        size = len(specs) * self.n_train * self.n_features * self.x.element_size()
-        self.x_train = self.x[self.rows["train"]] if size <= EPOCH_GATHER_BYTES else None
-
-    def select(self, keep: Sequence[int]) -> None:
-        rows = torch.as_tensor(keep, dtype=torch.long, device=self.device)
-        self.rows = {part: value[rows] for part, value in self.rows.items()}
-        self.y = {part: value[rows] for part, value in self.y.items()}
-        if self.x_train is not None:
-            self.x_train = self.x_train[rows]
-
-    def features_of(self, run: int, part: str, start: int, end: int) -> Tensor:
-        """Rows `start:end` of one run's training or validation set: `[end-start, F]`."""
-        if part == "train" and self.x_train is not None:
-            return self.x_train[run, start:end]
-        return self.x[self.rows[part][run, start:end]]
-
-    def epoch(self, orders: Tensor | None) -> _Epoch:
-        """The batches of an epoch, each run's training rows taken in `orders` ([R, n])."""
-        if orders is None:
-            return _Epoch(self, self.x_train, self.rows["train"], self.y["train"])
-        runs = torch.arange(len(orders), device=self.device).unsqueeze(1)
-        rows = self.rows["train"].gather(1, orders)
-        y = self.y["train"][runs, orders]
-        x = self.x_train[runs, orders] if self.x_train is not None else None
-        return _Epoch(self, x, rows, y)
-
-
-class _Epoch:
-    """One epoch's training rows for the runs still training, in the order each run drew."""
-
-    def __init__(self, data: _GroupData, x: Tensor | None, rows: Tensor, y: Tensor) -> None:
-        self.data, self.x, self.rows, self.y = data, x, rows, y
-
-    def batch(self, start: int, end: int) -> tuple[Tensor, Tensor]:
-        x = self.x[:, start:end] if self.x is not None else self.data.x[self.rows[:, start:end]]
-        return x, self.y[:, start:end]
-
-    def select(self, keep: Sequence[int]) -> None:
-        rows = torch.as_tensor(keep, dtype=torch.long, device=self.rows.device)
-        self.rows, self.y = self.rows[rows], self.y[rows]
-        if self.x is not None:
-            self.x = self.x[rows]
 
 
 class _LearningRates:
@@ -278,9 +154,11 @@ class _Group:
         arrays: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
         first = self.spec = specs[0]
-        self.device, self.options = device, options
+        self.device = device
+        # no checkpoints: a group that is stopped starts again (see the module's docstring)
+        self.cadence = Cadence(options)
         self.dtype = DTYPES[first.dtype]
-        self.data = _GroupData(specs, device, self.dtype, arrays)
+        self.data = GroupData(specs, device, self.dtype, arrays)
         self.model = StackedModel(
             specs, n_in=self.data.n_features, n_out=self.data.n_out, device=device, dtype=self.dtype
         )
@@ -290,7 +168,7 @@ class _Group:
             [s.penalty.l1 for s in specs],
             [s.penalty.l2 for s in specs],
         )
-        self.optimizer = stacked_optimizers.build(
+        self.optimizer = vectorised.build(
             [s.optimizer for s in specs],  # type: ignore[misc]  # group_key admits these only
             self.model.flat,
         )
@@ -304,41 +182,43 @@ class _Group:
         self.points: list[tuple[int, Tensor]] = []
         self.step = 0
         self.tracks_path = keeps_trajectory(self.model.size, first.epochs, options)
-        self.epoch_plan: _Epoch | None = None
+        self.epoch_plan: Epoch | None = None
 
     def fit(self) -> list[Outcome]:
-        self.started = time.monotonic()
-        limit = self.options.time_limit
-        self.deadline = self.started + limit if limit else None
-        self.next_flush = self.started + self.options.flush_seconds
-        self.next_save = self.started + self.options.parameters_seconds
+        self.cadence.start()
         if self.tracks_path:
             self.points.append((0, self.model.flat.clone()))
         n, size = self.data.n_train, self.spec.batch_size
         # as `train` batches: the whole training set (and no shuffle drawn) if a batch covers it
-        full = size is None or size >= n
-        bounds = [(0, n)] if size is None or full else [(s, s + size) for s in range(0, n, size)]
+        self.full_batch = size is None or size >= n
+        self.bounds = (
+            [(0, n)]
+            if size is None or self.full_batch
+            else [(s, s + size) for s in range(0, n, size)]
+        )
         for _ in range(self.spec.epochs):
-            self.epoch_plan = self.data.epoch(None if full else self._orders())
-            for batch, (start, end) in enumerate(bounds):
-                xb, yb = self.epoch_plan.batch(start, end)
-                self.losses.append(self._step(xb, yb))
-                self.step += 1
-                last = batch == len(bounds) - 1
-                if not last and time.monotonic() >= self.next_flush:
-                    self._flush()
-                    if not self.runs:
-                        break
-            if not self.runs:
+            if not self._epoch():
                 break
-            self._end_epoch()
-            if time.monotonic() >= self.next_flush:
-                self._flush()
-                if not self.runs:
-                    break
         if self.runs:
             self._flush(final=True)
         return [run.outcome for run in self.all_runs]  # type: ignore[misc]  # all have ended
+
+    def _epoch(self) -> bool:
+        """One pass over the training set by every run still training; False once none is."""
+        self.epoch_plan = self.data.epoch(None if self.full_batch else self._orders())
+        for batch, (start, end) in enumerate(self.bounds):
+            xb, yb = self.epoch_plan.batch(start, end)
+            self.losses.append(self._step(xb, yb))
+            self.step += 1
+            # the step that ends an epoch is flushed only with its epoch metrics
+            if batch < len(self.bounds) - 1 and self.cadence.flush_due():
+                self._flush()
+                if not self.runs:
+                    return False
+        self._end_epoch()
+        if self.cadence.flush_due():
+            self._flush()
+        return bool(self.runs)
 
     def _orders(self) -> Tensor | None:
         """Each run's batch order for this epoch, drawn from its own shuffler as `train` does."""
@@ -394,8 +274,8 @@ class _Group:
         """One run's objective over a whole set (in slices, to bound memory), and right count."""
         total: Tensor | float = 0.0
         correct: Tensor | None = None
-        for start in range(0, n, EVAL_ROWS):
-            end = min(start + EVAL_ROWS, n)
+        for start in range(0, n, costs.EVAL_ROWS):
+            end = min(start + costs.EVAL_ROWS, n)
             out = self.model.forward_one(run, self.data.features_of(run, part, start, end))
             y = self.data.y[part][run, start:end]
             total = total + self.objective.data_loss_sum(out, y)
@@ -415,34 +295,43 @@ class _Group:
         losses = torch.stack(self.losses).double().cpu().numpy() if self.losses else None
         self.losses = []
         self._hand_out_metrics_and_points()
-        now = time.monotonic()
-        saving = final or now >= self.next_save
+        saving = self.cadence.save_due(time.monotonic(), final=final)
         host = self.model.flat.detach().cpu() if saving else None
         for i, run in enumerate(self.runs):
             column = losses[:, i] if losses is not None else np.empty(0)
-            try:
-                chunk, diverged_at = run.pending.drain_fetched(column)
-                if host is not None:
-                    chunk.parameters = encode_parameters(self.model.parameters_of(host[i]))
-                stopping = not final and run.recorder.should_stop()
-                run.recorder.record(chunk)
-            except Exception as exc:  # noqa: BLE001 - a recorder's failure ends its run only
-                self._end(run, exc)
-                continue
-            if diverged_at is not None:
-                self._end(run, _diverged(diverged_at, run.spec.dtype))
-            elif stopping:
-                self._end(run, Interrupted(f"stopped at step {self.step}", step=self.step))
-            elif final:
-                self._end(run, self._result(run))
-        if saving:
-            self.next_save = now + self.options.parameters_seconds
-        if not final and self.deadline is not None and time.monotonic() > self.deadline:
+            self._hand_over(run, column, host[i] if host is not None else None, final=final)
+        if not final and self.cadence.past_deadline():
+            detail = f" (trained in a vectorised group of {len(self.all_runs)} runs)"
             for run in self.runs:
                 if run.outcome is None:
-                    self._end(run, self._timed_out())
+                    self._end(run, self.cadence.timed_out(self.step, detail=detail))
         self._leave()
-        self.next_flush = time.monotonic() + self.options.flush_seconds
+        self.cadence.flushed()
+
+    def _hand_over(
+        self, run: _Run, losses: np.ndarray, parameters: Tensor | None, *, final: bool
+    ) -> None:
+        """One run's whole steps (and its parameters, a row of `flat`) to its recorder; the
+        run ends if its loss diverged, its recorder asks it to stop or failed, or it is done."""
+        try:
+            chunk, diverged_at = run.pending.drain_fetched(losses)
+            if parameters is not None:
+                chunk.parameters = encode_parameters(self.model.parameters_of(parameters))
+            stopping = not final and run.recorder.should_stop()
+            run.recorder.record(chunk)
+        except Exception as exc:  # noqa: BLE001 - a recorder's failure ends its run only
+            self._end(run, exc)
+            return
+        if diverged_at is not None:
+            dtype = run.spec.dtype
+            self._end(run, non_finite(diverged_at, first_step=1, what="the loss", dtype=dtype))
+        elif stopping:
+            self._end(run, Interrupted.at(self.step))
+        elif final:
+            result = RunResult.of(
+                run.pending, steps=self.step, cadence=self.cadence, device=self.device
+            )
+            self._end(run, result)
 
     def _hand_out_metrics_and_points(self) -> None:
         """Give each run its metrics and trajectory points, fetched in one transfer each."""
@@ -460,23 +349,6 @@ class _Group:
                 for i, run in enumerate(self.runs):
                     run.pending.points.append((step, rows[i]))
             self.points = []
-
-    def _result(self, run: _Run) -> dict[str, Any]:
-        return {
-            "final_loss": run.pending.last,
-            "best_loss": run.pending.best,
-            "steps": self.step,
-            "duration_s": time.monotonic() - self.started,
-            "device": device_name(self.device),
-            "metrics": run.pending.latest_metrics,
-        }
-
-    def _timed_out(self) -> TimedOut:
-        return TimedOut(
-            f"the job passed its time limit of {self.options.time_limit:g} s at step "
-            f"{self.step} (trained in a vectorised group of {len(self.all_runs)} runs)",
-            step=self.step,
-        )
 
     def _end(self, run: _Run, outcome: Outcome) -> None:
         run.outcome = outcome
@@ -498,11 +370,3 @@ class _Group:
         self.data.select(keep)
         if self.epoch_plan is not None:
             self.epoch_plan.select(keep)
-
-
-def _stack(arrays: list[np.ndarray], dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.as_tensor(np.stack(arrays), device=device).to(dtype)
-
-
-def _diverged(step: int, dtype: str) -> Exception:
-    return non_finite(step, first_step=1, what="the loss", dtype=dtype)

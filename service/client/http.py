@@ -13,10 +13,12 @@ from urllib.parse import quote
 
 import httpx
 
+from service.schemas.jobs import JobStatus
+
 #: where `descent up` serves by default
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: the statuses a job ends in
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED = frozenset(status.value for status in JobStatus if status.finished)
 #: seconds between polls while waiting for or following a job
 POLL_SECONDS = 0.2
 

@@ -16,7 +16,7 @@ from types import FrameType
 import httpx
 
 from service.client import commands as client_commands
-from service.config import DEFAULT_DATABASE_URL, Settings, configure
+from service.config import DEFAULT_DATABASE_URL, Settings
 
 log = logging.getLogger("descent")
 
@@ -92,7 +92,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags given on top (the flag wins)."""
     overrides = {"database_url": args.database_url} if args.database_url else {}
     settings = Settings(**overrides)
-    configure(settings)
     return settings
 
 

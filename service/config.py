@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,23 +90,3 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> list[str]:
         return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
-
-
-_configured: Settings | None = None
-
-
-def configure(settings: Settings) -> None:
-    """Make `settings` the process's settings (the CLI and test apps call this)."""
-    global _configured
-    _configured = settings
-    _from_env.cache_clear()
-
-
-@lru_cache
-def _from_env() -> Settings:
-    return Settings()
-
-
-def get_settings() -> Settings:
-    """The process's settings: those configured, else read once from the environment."""
-    return _configured if _configured is not None else _from_env()

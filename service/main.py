@@ -14,7 +14,7 @@ from service.api.body_size import BodySizeLimit
 from service.api.main import api_router
 from service.api.metrics_middleware import instrument
 from service.api.responses import SafeJSONResponse, cut, validation_error
-from service.config import Settings, configure
+from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import migrate
 from service.errors import BadRequest, Conflict, InvalidUpload, NotFound
@@ -24,7 +24,6 @@ _STATUS = {NotFound: 404, Conflict: 409, BadRequest: 422, InvalidUpload: 422}
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     """The API over the database `settings` name; the schema is migrated on start."""
-    configure(settings)
     engine = make_engine(settings.database_url)
 
     @asynccontextmanager

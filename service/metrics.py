@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from service.db.engine import reading
-from service.db.models import JobRow
 from service.schemas.jobs import JobStatus
+from service.store import job_queue
 
 
 class JobsCollector(Collector):
@@ -30,7 +29,7 @@ class JobsCollector(Collector):
         self.owner = owner
 
     def collect(self) -> Iterator[Metric]:
-        by_status, steps = _read(self.engine, self.owner)
+        by_status, steps = job_queue.tally(self.engine, owner=self.owner)
         jobs = GaugeMetricFamily("descent_jobs", "Jobs by status.", labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
@@ -46,17 +45,6 @@ class JobsCollector(Collector):
             "Optimizer steps recorded, summed over the jobs stored (deleted jobs drop out).",
             value=steps,
         )
-
-
-def _read(engine: Engine, owner: str | None) -> tuple[dict[str, int], int]:
-    counts = select(JobRow.status, func.count()).group_by(JobRow.status)
-    steps = select(func.coalesce(func.sum(JobRow.step), 0))
-    if owner is not None:
-        counts, steps = counts.where(JobRow.owner == owner), steps.where(JobRow.owner == owner)
-    with reading(engine) as conn:
-        rows = conn.execute(counts).all()
-        total = conn.execute(steps).scalar_one()
-    return {status: count for status, count in rows}, int(total)
 
 
 class Metrics:

@@ -27,10 +27,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
-from service.config import Settings, configure
+from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import migrate
-from service.db.models import JobRow
+from service.db.tables import JobRow
 from service.main import create_app
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -111,9 +111,7 @@ def read_jobs(db_url: str) -> dict[str, Any]:
 @pytest.fixture
 def settings(db_url: str) -> Iterator[Settings]:
     settings = Settings(database_url=db_url)
-    configure(settings)
     yield settings
-    configure(Settings())
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
-from service.config import Settings, configure, get_settings
+from service.config import Settings
 from service.db.engine import make_engine
 from service.db.migrate import migrate
 from service.main import create_app
@@ -40,14 +40,11 @@ _folder = tempfile.TemporaryDirectory(prefix="descent-fuzz-")
 
 
 def _app(url: str, **overrides: str) -> FastAPI:
-    """An app over a migrated database; the process's settings are left as they were."""
+    """An app over a migrated database."""
     engine = make_engine(url)
     migrate(engine)
     engine.dispose()
-    before = get_settings()
-    app = create_app(Settings(database_url=url, **overrides))
-    configure(before)  # create_app configures the process; importing this file must not
-    return app
+    return create_app(Settings(database_url=url, **overrides))
 
 
 def _sqlite_app(name: str, **overrides: str) -> FastAPI:

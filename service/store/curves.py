@@ -15,7 +15,7 @@ import safetensors.numpy
 from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, select, update
 
 from service.db.engine import reading, writing
-from service.db.models import (
+from service.db.tables import (
     CheckpointRow,
     CurvePointRow,
     CurveSeriesRow,

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from service.db.engine import reading, writing
-from service.db.models import DatasetRow, utcnow
+from service.db.tables import DatasetRow, utcnow
 from service.errors import NotFound, quoted
 from service.schemas.datasets import Dataset
 from service.spec import DatasetFacts, costs, job_spec_adapter

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from service.db.engine import reading, writing
-from service.db.models import (
+from service.db.tables import (
     CheckpointRow,
     CurvePointRow,
     CurveSeriesRow,
@@ -138,6 +138,18 @@ def list_page(
             conn, query, JobRow, owner=owner, limit=limit, cursor=cursor
         )
     return [to_public(r) for r in rows], next_cursor
+
+
+def tally(engine: Engine, *, owner: str | None) -> tuple[dict[str, int], int]:
+    """Jobs by status, and the steps recorded over them all; of one owner's, or everyone's."""
+    counts = select(JobRow.status, func.count()).group_by(JobRow.status)
+    steps = select(func.coalesce(func.sum(JobRow.step), 0))
+    if owner is not None:
+        counts, steps = counts.where(JobRow.owner == owner), steps.where(JobRow.owner == owner)
+    with reading(engine) as conn:
+        rows = conn.execute(counts).all()
+        total = conn.execute(steps).scalar_one()
+    return {status: count for status, count in rows}, int(total)
 
 
 # --- the API's transitions ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from service.db.engine import reading, writing
-from service.db.models import JobRow, SweepRow, utcnow
+from service.db.tables import JobRow, SweepRow, utcnow
 from service.errors import NotFound
 from service.schemas.jobs import JobStatus
 from service.schemas.sweeps import (

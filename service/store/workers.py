@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db.engine import reading, writing
-from service.db.models import WorkerRow, utcnow
+from service.db.tables import WorkerRow, utcnow
 
 
 def seen(engine: Engine, *, worker_id: str, device: str | None = None) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings, configure
+from service.config import Settings
 from service.main import create_app
 from tests.conftest import Service, fit_spec, free_port, start_process, stop_process, wait_healthy
 
@@ -209,14 +209,10 @@ def test_unknown_or_malformed(service: Service) -> None:
 
 def test_another_tokens_job_is_not_found(db_url: str) -> None:
     settings = Settings(database_url=db_url, api_tokens="alpha,beta")
-    configure(settings)
-    try:
-        with TestClient(create_app(settings)) as client:
-            job = client.post(
-                "/jobs", json=fit_spec(), headers={"Authorization": "Bearer alpha"}
-            ).json()
-            url = f"/jobs/{job['id']}/events"
-            assert client.get(url).status_code == 401
-            assert client.get(url, headers={"Authorization": "Bearer beta"}).status_code == 404
-    finally:
-        configure(Settings())
+    with TestClient(create_app(settings)) as client:
+        job = client.post(
+            "/jobs", json=fit_spec(), headers={"Authorization": "Bearer alpha"}
+        ).json()
+        url = f"/jobs/{job['id']}/events"
+        assert client.get(url).status_code == 401
+        assert client.get(url, headers={"Authorization": "Bearer beta"}).status_code == 404

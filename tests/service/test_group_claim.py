@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from service.db.engine import writing
-from service.db.models import CheckpointRow, JobRow
+from service.db.tables import CheckpointRow, JobRow
 from service.spec.sweep import SweepRequest
 from service.store import job_queue, sweeps
 from tests.conftest import both_backends, fit_spec

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select, update
 
 from service.config import Settings
 from service.db.engine import writing
-from service.db.models import WorkerRow, utcnow
+from service.db.tables import WorkerRow, utcnow
 from service.main import create_app
 from service.store import workers
 from tests.conftest import both_backends, fit_spec, free_port

@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import Engine, update
 
-from service.config import Settings, configure
-from service.db.models import JobRow
+from service.config import Settings
+from service.db.tables import JobRow
 from service.main import create_app
 from tests.conftest import fit_spec
 from worker.claims import Worker
@@ -85,10 +85,8 @@ SCRAPER = {"Authorization": "Bearer scraper"}
 def guarded(db_url: str) -> Iterator[TestClient]:
     """Tokens `alpha` and `beta` for the API, and `scraper` for /metrics alone."""
     settings = Settings(database_url=db_url, api_tokens="alpha,beta", metrics_token="scraper")
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def scrape_as(client: TestClient, headers: dict[str, str]) -> list[Sample]:

@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from service.client import Client, ClientError
-from service.config import Settings, configure
+from service.config import Settings
 from service.db.engine import make_engine, reading, writing
 from service.db.migrate import alembic_config, migrate
-from service.db.models import JobRow
+from service.db.tables import JobRow
 from service.main import create_app
 from service.store import curves, job_queue
 from tests.conftest import both_backends, fit_spec
@@ -145,9 +145,7 @@ def test_a_missing_job_is_a_404_in_either_form(client: TestClient) -> None:
 def small_json(db_url: str) -> Iterator[Settings]:
     """Settings that serve at most 10 scalars as JSON."""
     settings = Settings(database_url=db_url, max_parameters_json=10)
-    configure(settings)
     yield settings
-    configure(Settings())
 
 
 @both_backends

@@ -23,7 +23,7 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from service.api.routes import plots as plot_routes
-from service.config import Settings, configure
+from service.config import Settings
 from service.main import create_app
 from service.plots import charts, surfaces
 from service.spec import MinimizeSpec
@@ -135,10 +135,8 @@ def test_openapi_documents_a_png(client: TestClient) -> None:
 @pytest.fixture
 def guarded(db_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, api_tokens="alpha,beta")
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def test_another_tokens_job_is_404(guarded: TestClient) -> None:

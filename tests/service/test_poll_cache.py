@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event, update
 
 from service.api import conditional, polls
 from service.client import Client
-from service.db.models import JobRow
+from service.db.tables import JobRow
 from service.schemas.jobs import JobStatus
 from service.store import curves, job_queue
 from tests.conftest import both_backends

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, inspect, select, update
 
 from service.db.engine import make_engine, reading
-from service.db.models import JobRow
+from service.db.tables import JobRow
 from service.schemas.jobs import JobStatus
 from service.store import curves, job_queue
 from tests.conftest import both_backends
@@ -188,7 +188,7 @@ def test_migrations_build_exactly_the_models(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from service.db.models import Base
+    from service.db.tables import Base
 
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

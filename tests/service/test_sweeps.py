@@ -12,10 +12,10 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, func, insert, inspect, select
 
-from service.config import Settings, configure
+from service.config import Settings
 from service.db.engine import make_engine, reading, writing
 from service.db.migrate import alembic_config, migrate
-from service.db.models import (
+from service.db.tables import (
     CheckpointRow,
     CurvePointRow,
     CurveSeriesRow,
@@ -276,10 +276,8 @@ def test_non_finite_grid_values_are_422(client: TestClient, engine: Engine) -> N
 @pytest.fixture
 def limited(db_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, max_sweep_jobs=4)
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def test_a_grid_past_the_limit_is_422(limited: TestClient, settings: Settings) -> None:
@@ -591,10 +589,8 @@ def test_pages_newest_first(client: TestClient, worker: Worker) -> None:
 @pytest.fixture
 def guarded(db_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, api_tokens="alpha,beta")
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def test_another_token_cannot_see_or_touch_a_sweep(guarded: TestClient) -> None:

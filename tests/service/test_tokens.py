@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.config import Settings, configure
+from service.config import Settings
 from service.main import create_app
 from tests.conftest import fit_spec
 
@@ -49,10 +49,8 @@ JOB_READS = ["", "/curves", "/parameters", "/trajectory", "/events", "/plot.png"
 def guarded(db_url: str) -> Iterator[TestClient]:
     """A client of a service that knows the tokens `alpha` and `beta`."""
     settings = Settings(database_url=db_url, api_tokens="alpha,beta")
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def submit(client: TestClient, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.routes.ui import STATIC
-from service.config import Settings, configure
+from service.config import Settings
 from service.main import create_app
 
 #: every file the page loads, and the chart library's license
@@ -27,10 +27,8 @@ SHIPPED = [
 @pytest.fixture
 def guarded(db_url: str) -> Iterator[TestClient]:
     settings = Settings(database_url=db_url, api_tokens="alpha")
-    configure(settings)
     with TestClient(create_app(settings)) as client:
         yield client
-    configure(Settings())
 
 
 def test_the_page_says_the_service_is_open(client: TestClient) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.engine import make_url
 
-from service.db.models import JobRow
+from service.db.tables import JobRow
 from service.store import job_queue
 from service.wakeup import CHANNEL, Waiter
 from tests.conftest import POSTGRES_ADMIN_URL

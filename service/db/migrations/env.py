@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from service.db.models import Base
+from service.db.tables import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

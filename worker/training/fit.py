@@ -192,10 +192,11 @@ class _Fit(SingleRun):
         """Stop inside a step that has run past its flush time, if the run is asked to stop.
 
         Fast steps leave stopping to the next flush, which checkpoints first; a step of seconds
-        (a large model or batch) must not hold a cancel up until it ends.
+        (a large model or batch) must not hold a cancel up until it ends. The run then ends at
+        its last recorded step: the steps still pending are never handed over.
         """
         if self.cadence.flush_due():
-            self.cadence.check_stop(self.recorder, self.step)
+            self.cadence.check_stop(self.recorder, self.pending.first - 1)
 
     def _watch_every_layer(self) -> None:
         """Watch after each layer's forward and each parameter's gradient, for a model whose

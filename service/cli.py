@@ -91,8 +91,7 @@ def _positive(text: str) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags given on top (the flag wins)."""
     overrides = {"database_url": args.database_url} if args.database_url else {}
-    settings = Settings(**overrides)
-    return settings
+    return Settings(**overrides)
 
 
 def cmd_api(args: argparse.Namespace) -> int:

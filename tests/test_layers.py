@@ -7,11 +7,28 @@ by importing late.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: what the training code may not import, directly or through what it imports
+TRAINING_FORBIDS = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "fastapi",
+    "starlette",
+    "httpx",
+    "uvicorn",
+    "service.store",
+    "service.api",
+    "service.db",
+    "service.wakeup",
+)
 
 #: (the room, the imports it must not make, why)
 RULES = [
@@ -119,3 +136,24 @@ def test_the_import_reader_sees_late_and_dotted_imports(tmp_path: Path) -> None:
     assert {"os.path", "service.store", "service.store.job_queue", "sqlalchemy"} <= seen
     assert breaks("service.store.job_queue", ("service.store",))
     assert not breaks("service.storefront", ("service.store",))
+
+
+def test_the_training_code_loads_nothing_of_http_or_sql() -> None:
+    """In a fresh interpreter: what the training modules import, transitively, is checked."""
+    training = ROOT / "worker" / "training"
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in training.rglob("*.py")
+    )
+    assert "worker.training.fit" in modules and "worker.training.group" in modules
+    script = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "torch" in loaded  # the modules were loaded, not skipped
+    assert [name for name in loaded if breaks(name, TRAINING_FORBIDS)] == []

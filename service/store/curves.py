@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import orjson
 import safetensors.numpy
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, select, update
 
 from service.db.engine import reading, writing
@@ -22,7 +23,9 @@ from service.db.tables import (
     ParametersRow,
     TrajectoryRow,
 )
-from service.store import job_queue
+from service.spec import costs, job_spec_adapter
+from service.spec.limits import Limits
+from service.store import datasets, job_queue
 
 #: series by name: their steps and values, ordered by step
 Series = dict[str, tuple[list[int], list[float | None]]]
@@ -290,6 +293,19 @@ def job_points_after(
         if row.step <= after and row.status not in job_queue.FINISHED:
             return row, {}
         return row, read(conn, job_pk=row.pk, names=None, after=after)
+
+
+def why_no_trajectory(
+    engine: Engine, raw_spec: dict[str, Any], *, owner: str | None, limits: Limits
+) -> str | None:
+    """Why a stored job keeps no trajectory, or None where it keeps one."""
+    try:
+        spec = datasets.resolve_for(
+            engine, job_spec_adapter.validate_python(raw_spec), owner=owner, limits=limits
+        )
+    except ValidationError:
+        return None  # its dataset is gone, or the limits moved: nothing to say of its size
+    return costs.why_no_trajectory(spec, limits.max_values)
 
 
 class JobDrawing(NamedTuple):

@@ -9,14 +9,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from service.db.engine import reading, writing
 from service.db.tables import DatasetRow, utcnow
 from service.errors import NotFound, quoted
 from service.schemas.datasets import Dataset
-from service.spec import DatasetFacts, costs, job_spec_adapter
+from service.spec import DatasetFacts
 from service.spec import limits as spec_limits
 from service.spec import resolve as resolving
 from service.store import paging
@@ -127,19 +126,6 @@ def resolve_for(
     """`spec.resolve.resolve` with the facts of the dataset the spec names, as `owner` sees it."""
     named = known_facts(engine, dataset_id=resolving.dataset_of(spec), owner=owner)
     return resolving.resolve(spec, limits=limits, datasets=named)
-
-
-def why_no_trajectory(
-    engine: Engine, raw_spec: dict[str, Any], *, owner: str | None, limits: spec_limits.Limits
-) -> str | None:
-    """Why a stored job keeps no trajectory, or None where it keeps one."""
-    try:
-        spec = resolve_for(
-            engine, job_spec_adapter.validate_python(raw_spec), owner=owner, limits=limits
-        )
-    except ValidationError:
-        return None  # its dataset is gone, or the limits moved: nothing to say of its size
-    return costs.why_no_trajectory(spec, limits.max_values)
 
 
 def load(

@@ -12,7 +12,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db.engine import reading, writing
@@ -39,14 +39,12 @@ def gone(engine: Engine, *, worker_id: str) -> None:
         conn.execute(delete(WorkerRow).where(WorkerRow.worker_id == worker_id))
 
 
-def count_alive(db: Connection | Engine, *, within_seconds: float) -> int:
+def count_alive(engine: Engine, *, within_seconds: float) -> int:
     """The workers seen in the last `within_seconds`."""
-    if isinstance(db, Engine):
-        with reading(db) as conn:
-            return count_alive(conn, within_seconds=within_seconds)
     since = utcnow() - timedelta(seconds=within_seconds)
     query = select(func.count()).select_from(WorkerRow).where(WorkerRow.seen_at >= since)
-    return int(db.execute(query).scalar_one())
+    with reading(engine) as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def health(engine: Engine, *, within_seconds: float) -> dict[str, Any]:

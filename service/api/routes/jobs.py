@@ -186,7 +186,7 @@ def get_trajectory(
     raw_spec, steps, points = curves.job_trajectory(engine, job_id=job_id, owner=owner)
     if (
         not steps
-        and (why := datasets.why_no_trajectory(engine, raw_spec, owner=owner, limits=limits))
+        and (why := curves.why_no_trajectory(engine, raw_spec, owner=owner, limits=limits))
         is not None
     ):
         raise NotFound(why)

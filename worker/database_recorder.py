@@ -48,7 +48,8 @@ class DatabaseRecorder:
         self.shutdown = shutdown
         #: why the run should stop: None, "cancel", "lost" or "shutdown"
         self.reason: str | None = None
-        self._series_ids: dict[str, int] = {}
+        #: the job's series as this writer left them (`curves.record` keeps it)
+        self._tails: dict[str, curves.SeriesTail] = {}
         self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
         #: the queued chunk whose parameters are the newest not yet taken by the writer
         self._newest_parameters: Chunk | None = None
@@ -115,18 +116,18 @@ class DatabaseRecorder:
         parameters = self._take_parameters(chunk)
         attempt = 1
         while True:
-            known = dict(self._series_ids)  # not the ids of series a failed try created
             try:
+                # `_tails` changes only once a write has committed, so a failed try leaves
+                # nothing of itself behind
                 return curves.record(
                     self.engine,
                     job_pk=self.job_pk,
                     worker_id=self.worker_id,
                     chunk=chunk,
-                    ids=self._series_ids,
+                    tails=self._tails,
                     parameters=parameters,
                 )
             except DBAPIError as exc:
-                self._series_ids = known
                 if not exc.connection_invalidated or attempt >= WRITE_ATTEMPTS:
                     raise
             log.warning("job %s: the database connection dropped; writing again", self.job_pk)

@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy import Engine
@@ -14,7 +15,7 @@ from sqlalchemy import Engine
 from service.config import Settings
 from service.spec import TEXT_PATTERN
 from service.spec.limits import Limits
-from service.store import paging
+from service.store import curves, paging
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -90,6 +91,42 @@ async def get_limits(request: Request) -> Limits:
 LimitsDep = Annotated[Limits, Depends(get_limits)]
 OwnerDep = Annotated[str | None, Depends(current_owner)]
 
+
+def curve_window(
+    after: Annotated[
+        int | None,
+        Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step > after"),
+    ] = None,
+    start: Annotated[
+        int | None,
+        Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step >= start"),
+    ] = None,
+    end: Annotated[
+        int | None,
+        Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step <= end"),
+    ] = None,
+    points: Annotated[
+        int | None,
+        Query(ge=2, le=INT32_MAX, description="thin each series (in the window) to at most N"),
+    ] = None,
+) -> curves.Window:
+    """Which points of a curve a read wants: a window of steps, thinned or whole."""
+    if start is not None and end is not None and end < start:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "end"),
+                    "msg": f"end ({end}) is before start ({start}): the window holds no step",
+                    "input": end,
+                }
+            ]
+        )
+    return curves.Window(after=after, start=start, end=end, points=points)
+
+
+#: `after`, `start`, `end` and `points` of a curve read (API.md section 4)
+CurveWindow = Annotated[curves.Window, Depends(curve_window)]
 
 #: how many items a page of a list holds
 PageLimit = Annotated[int, Query(ge=1, le=paging.MAX_PAGE)]

@@ -46,12 +46,11 @@ _in_flight: dict[str, asyncio.Future[tuple[str, bytes | None]]] = {}
 
 @dataclass(frozen=True)
 class CurvesQuery:
-    """What a poll asks for: `GET /jobs/{job_id}/curves?names=&after=&points=`."""
+    """What a poll asks for: `GET /jobs/{job_id}/curves?names=&after=&start=&end=&points=`."""
 
     job_id: str
     names: list[str] | None
-    after: int | None
-    points: int | None
+    window: curves.Window
 
 
 async def curves_answer(
@@ -90,17 +89,16 @@ def _look(
             return tag, None
         if (body := _answers.get(tag)) is not None:
             return tag, body
-        if most_points is not None and curves.most_points(ends, after=query.after) > most_points:
+        if most_points is not None and curves.most_points(ends, query.window) > most_points:
             return tag, None
-        series = seen.read(after=query.after)
-    thinned = curves.thin_all(series, query.points)
+        series = seen.read(query.window)
     # built by hand: validating a 100,000-point answer through pydantic would cost more than
     # reading it
     body = dumps(
         {
             "job_id": query.job_id,
             "status": row.status,
-            "series": {name: {"steps": s, "values": v} for name, (s, v) in thinned.items()},
+            "series": {name: {"steps": s, "values": v} for name, (s, v) in series.items()},
         }
     )
     _answers.put(tag, body)

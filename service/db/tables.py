@@ -112,19 +112,38 @@ class CurveSeriesRow(Base):
     __table_args__ = (UniqueConstraint("job_pk", "name", name="uq_curve_series_job_name"),)
 
 
-class CurvePointRow(Base):
-    """A point of a curve. Clustered on (series, step) so a curve reads as one range scan."""
+class CurveChunkRow(Base):
+    """A stretch of a series. At level 0 a chunk: up to `chunks.CHUNK_POINTS` consecutive points
+    as packed arrays. At level k >= 1 a summary of `chunks.FANOUT ** k` consecutive chunks,
+    written once they are all closed. Either way its first and last step, how many points it
+    holds, and the value and step of its minimum and maximum, so a thinned read can stand a
+    row in for every point it covers."""
 
-    __tablename__ = "curve_points"
+    __tablename__ = "curve_chunks"
 
     series_id: Mapped[int] = mapped_column(
         ForeignKey("curve_series.id", ondelete="CASCADE"), primary_key=True
     )
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: null where the value was not finite
-    value: Mapped[float | None] = mapped_column(Float)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the chunk's place in its series (0, 1, ...); at level k, chunks seq * FANOUT**k onwards
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_step: Mapped[int] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    #: the finite values among them and their sum (a 3-point thinning needs the mean)
+    finite: Mapped[int] = mapped_column(Integer)
+    total: Mapped[float] = mapped_column(Float)
+    #: the smallest and largest finite value and the first step holding each; null if none
+    min_value: Mapped[float | None] = mapped_column(Float)
+    min_step: Mapped[int | None] = mapped_column(Integer)
+    max_value: Mapped[float | None] = mapped_column(Float)
+    max_step: Mapped[int | None] = mapped_column(Integer)
+    #: level 0: the steps as little-endian int64, null when they run first_step..last_step
+    steps: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: level 0: the values as little-endian float64, NaN where not finite
+    values: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = (Index("ix_curve_chunks_first_step", "series_id", "level", "first_step"),)
 
 
 class ParametersRow(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -13,19 +13,21 @@ import numpy as np
 import orjson
 import safetensors.numpy
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Select, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, case, insert, select, update
 
 from service.db.engine import reading, writing
 from service.db.tables import (
     CheckpointRow,
-    CurvePointRow,
+    CurveChunkRow,
     CurveSeriesRow,
     ParametersRow,
     TrajectoryRow,
 )
 from service.spec import costs, job_spec_adapter
 from service.spec.limits import Limits
-from service.store import datasets, job_queue
+from service.store import chunks, datasets, job_queue, summaries
+from service.store.thinning import thin as thin  # the reference thinning, in memory
+from service.store.thinning import thin_all as thin_all
 
 #: series by name: their steps and values, ordered by step
 Series = dict[str, tuple[list[int], list[float | None]]]
@@ -47,29 +49,31 @@ def record(
     job_pk: int,
     worker_id: str,
     chunk: ChunkLike,
-    ids: dict[str, int],
+    tails: dict[str, SeriesTail],
     parameters: bytes | bytearray | None = None,
 ) -> bool:
-    """Write a chunk if the worker still holds the job; `ids` caches the job's series ids.
+    """Write a chunk if the worker still holds the job; `tails` is the writer's own state of
+    the job's series, updated only once the transaction has committed.
 
     The progress, the points and the parameters go in one transaction, so a reader sees all
     of a step's points or none of them.
     """
+    written: dict[str, SeriesTail] = {}
     with writing(engine) as conn:
         if not job_queue.advance(
             conn, job_pk=job_pk, worker_id=worker_id, step=chunk.step, epoch=chunk.epoch
         ):
             return False
-        rows: list[dict[str, object]] = []
         for name, (steps, values) in chunk.series.items():
-            sid = ids.get(name) or _series_id(conn, job_pk, name)
-            ids[name] = sid
-            rows.extend(
-                {"series_id": sid, "step": s, "value": v}
-                for s, v in zip(steps, values, strict=True)
+            if len(steps) == 0:
+                continue
+            known = tails.get(name)
+            series_id = known.series_id if known else _series_id(conn, job_pk, name)
+            step_array, value_array = summaries.as_arrays(steps, values)
+            open_chunk = chunks.append(
+                conn, series_id, known.open if known else None, step_array, value_array
             )
-        if rows:
-            conn.execute(insert(CurvePointRow), rows)
+            written[name] = SeriesTail(series_id, open_chunk)
         if chunk.trajectory:
             conn.execute(
                 insert(TrajectoryRow),
@@ -82,7 +86,15 @@ def record(
             _save_parameters(conn, job_pk, chunk.step, parameters)
         if chunk.checkpoint is not None:
             _save_checkpoint(conn, job_pk, chunk.step, chunk.epoch, chunk.checkpoint)
+    tails.update(written)
     return True
+
+
+class SeriesTail(NamedTuple):
+    """What a writer keeps of a series between its writes."""
+
+    series_id: int
+    open: chunks.OpenChunk
 
 
 def _series_id(conn: Connection, job_pk: int, name: str) -> int:
@@ -126,8 +138,10 @@ class SeriesEnd(NamedTuple):
 
 def _series_ends_query(named: bool) -> Select[int, str, int | None]:
     last_step = (
-        select(func.max(CurvePointRow.step))
-        .where(CurvePointRow.series_id == CurveSeriesRow.id)
+        select(CurveChunkRow.last_step)
+        .where((CurveChunkRow.series_id == CurveSeriesRow.id) & (CurveChunkRow.level == 0))
+        .order_by(CurveChunkRow.seq.desc())
+        .limit(1)
         .scalar_subquery()
     )
     query = select(CurveSeriesRow.id, CurveSeriesRow.name, last_step).where(
@@ -138,19 +152,9 @@ def _series_ends_query(named: bool) -> Select[int, str, int | None]:
     return query.order_by(CurveSeriesRow.id)
 
 
-def _points_query(after: bool) -> Select[int, float | None]:
-    query = select(CurvePointRow.step, CurvePointRow.value).where(
-        CurvePointRow.series_id.in_(bindparam("ids", expanding=True))
-    )
-    if after:
-        query = query.where(CurvePointRow.step > bindparam("after"))
-    return query.order_by(CurvePointRow.series_id, CurvePointRow.step)
-
-
 # Built once: a poll is a few index look-ups, and building and hashing a statement each time
 # cost as much as running it.
 _SERIES_ENDS = {named: _series_ends_query(named) for named in (False, True)}
-_POINTS = {after: _points_query(after) for after in (False, True)}
 
 
 def series_ends(conn: Connection, *, job_pk: int, names: Sequence[str] | None) -> list[SeriesEnd]:
@@ -168,51 +172,87 @@ def series_ends(conn: Connection, *, job_pk: int, names: Sequence[str] | None) -
     return [SeriesEnd._make(row) for row in rows]
 
 
-def most_points(series: Sequence[SeriesEnd], *, after: int | None) -> int:
-    """At most how many points `read_series` finds past `after`: steps are distinct integers,
-    from 0 up."""
-    first = 0 if after is None else after + 1
-    return sum(max(0, s.last_step - first + 1) for s in series if s.last_step is not None)
+@dataclass(frozen=True)
+class Window:
+    """Which of a series' points a read wants: steps past `after` and in [start, end], thinned
+    to `points` (None: no bound, no thinning)."""
+
+    after: int | None = None
+    start: int | None = None
+    end: int | None = None
+    points: int | None = None
+
+    @property
+    def first(self) -> int | None:
+        past_after = None if self.after is None else self.after + 1
+        bounds = [b for b in (self.start, past_after) if b is not None]
+        return max(bounds) if bounds else None
+
+
+def most_points(series: Sequence[SeriesEnd], window: Window) -> int:
+    """At most how many points `read_series` returns: steps are distinct integers, from 0 up,
+    and a thinned read keeps at most `points` of each series."""
+    first = window.first or 0
+    total = 0
+    for one in series:
+        if one.last_step is None:
+            continue
+        last = one.last_step if window.end is None else min(window.end, one.last_step)
+        count = max(0, last - first + 1)
+        total += count if window.points is None else min(count, window.points)
+    return total
 
 
 def read(
-    conn: Connection, *, job_pk: int, names: Sequence[str] | None, after: int | None
+    conn: Connection,
+    *,
+    job_pk: int,
+    names: Sequence[str] | None,
+    after: int | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    points: int | None = None,
 ) -> Series:
     """A job's series, each ordered by step, inside the caller's (snapshot) transaction."""
-    return read_series(conn, series_ends(conn, job_pk=job_pk, names=names), after=after)
+    window = Window(after=after, start=start, end=end, points=points)
+    return read_series(conn, series_ends(conn, job_pk=job_pk, names=names), window)
 
 
-def read_series(
-    conn: Connection, series: Sequence[SeriesEnd], *, after: int | None
-) -> dict[str, tuple[list[int], list[float | None]]]:
-    """The points of `series` past step `after`, all in one query, each series by step.
+def read_series(conn: Connection, series: Sequence[SeriesEnd], window: Window) -> Series:
+    """The points of `series` in `window`, each series by step.
 
-    `series` must come from `series_ends` in the same (snapshot) transaction: each series'
-    points end at its last step, which is where the one list of rows is cut.
+    `series` should come from `series_ends` in the same (snapshot) transaction: a series read
+    past the last step that was seen would hold points the answer's tag does not cover, so
+    each read stops there.
     """
-    out: dict[str, tuple[list[int], list[float | None]]] = {s.name: ([], []) for s in series}
-    if not series:
+    out: Series = {one.name: ([], []) for one in series}
+    stored = [one for one in series if one.last_step is not None]
+    if not stored:
         return out
-    ordered = sorted(series)  # by id, as the rows come
-    params: dict[str, object] = {"ids": [s.id for s in ordered]}
-    if after is not None:
-        params["after"] = after
-    result = conn.execute(_POINTS[after is not None], params)
-    # the driver's own rows: SQLAlchemy's Row objects for a 100,000-point curve cost more
-    # than the fetch itself, and these two columns need no conversion
-    rows = result.cursor.fetchall()
-    result.close()
-    steps = [r[0] for r in rows]
-    start = 0
-    for one in ordered:
-        if one.last_step is None or (after is not None and one.last_step <= after):
-            continue  # no points past `after`: none of the rows are this series'
-        end = steps.index(one.last_step, start) + 1
-        out[one.name] = (steps[start:end], [r[1] for r in rows[start:end]])
-        start = end
-    if start != len(rows):  # points past a series' last step: not the same snapshot
-        raise RuntimeError("read_series needs series_ends from the same snapshot transaction")
+    if window.points is None:  # a poll's tail or whole curves: one query for every series
+        ends = [one.last_step for one in stored if one.last_step is not None]
+        last = max(ends) if window.end is None else min(window.end, max(ends))
+        found = chunks.read_many(conn, [one.id for one in stored], first=window.first, last=last)
+        for one in stored:
+            steps, values = found[one.id]
+            keep = steps <= (one.last_step or 0)
+            out[one.name] = (steps[keep].tolist(), _values_list(values[keep]))
+        return out
+    for one in stored:
+        end = one.last_step if window.end is None else min(window.end, one.last_step or 0)
+        steps, values = chunks.read(
+            conn, one.id, first=window.first, last=end, points=window.points
+        )
+        out[one.name] = (steps.tolist(), _values_list(values))
     return out
+
+
+def _values_list(values: np.ndarray) -> list[float | None]:
+    """Values as JSON takes them: None where not finite."""
+    listed: list[float | None] = values.tolist()
+    if np.isnan(values).any():
+        listed = [None if v != v else v for v in listed]  # NaN is the one value unequal to itself
+    return listed
 
 
 def read_trajectory(conn: Connection, *, job_pk: int) -> tuple[list[int], list[str]]:
@@ -268,8 +308,8 @@ class Snapshot:
     ends: list[SeriesEnd]
     conn: Connection
 
-    def read(self, *, after: int | None) -> Series:
-        return read_series(self.conn, self.ends, after=after)
+    def read(self, window: Window) -> Series:
+        return read_series(self.conn, self.ends, window)
 
 
 @contextmanager
@@ -316,10 +356,12 @@ class JobDrawing(NamedTuple):
     path: list[str]
 
 
-def job_drawing(engine: Engine, *, job_id: str, owner: str | None) -> JobDrawing:
+def job_drawing(
+    engine: Engine, *, job_id: str, owner: str | None, points: int | None
+) -> JobDrawing:
     with reading(engine) as conn:
         row = job_queue.find(conn, job_id=job_id, owner=owner)
-        series = read(conn, job_pk=row.pk, names=None, after=None)
+        series = read(conn, job_pk=row.pk, names=None, points=points)
         minimize = row.spec.get("task") == "minimize"
         _, path = read_trajectory(conn, job_pk=row.pk) if minimize else ([], [])
     return JobDrawing(row, series, path)
@@ -370,61 +412,3 @@ def _as_json_array(array: np.ndarray) -> np.ndarray | float | int | bool:
     if array.dtype.kind == "f":
         array = array.astype(np.float64)
     return array if array.ndim else array.item()  # orjson writes no 0-d arrays
-
-
-def thin(
-    steps: Sequence[int], values: Sequence[float | None], points: int
-) -> tuple[list[int], list[float | None]]:
-    """At most `points` points: the first, the last, and each stretch's minimum and maximum.
-
-    The interior is cut into (points - 2) // 2 stretches of near-equal length; keeping both
-    extremes of every stretch means a spike survives any amount of thinning.
-    """
-    n = len(steps)
-    if n <= points:
-        return list(steps), list(values)
-    if points < 2:
-        raise ValueError("thinning keeps at least the first and the last point")
-    arr = np.array(values, dtype=float)  # None becomes NaN
-    keep = {0, n - 1}
-    stretches = (points - 2) // 2
-    if points == 3:  # room for one interior point: the most extreme one
-        interior = arr[1:-1]
-        if not np.all(np.isnan(interior)):
-            keep.add(1 + int(np.nanargmax(np.abs(interior - np.nanmean(interior)))))
-    elif stretches > 0:
-        bounds = np.linspace(1, n - 1, stretches + 1).astype(int)
-        keep.update(_stretch_extremes(arr, bounds).tolist())
-    order = sorted(keep)
-    return [steps[i] for i in order], [values[i] for i in order]
-
-
-def _stretch_extremes(arr: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """The first index of each stretch's minimum and maximum, NaN aside; a stretch that is all
-    NaN gives its first index. Stretch k is arr[bounds[k]:bounds[k + 1]].
-
-    What np.nanargmin and np.nanargmax would give stretch by stretch, in a few passes over the
-    whole array instead of two calls per stretch (a 100,000-point curve has 499 stretches).
-    """
-    lo, hi = bounds[:-1], bounds[1:]
-    lo, hi = lo[hi > lo], hi[hi > lo]  # no empty stretches; the rest still tile [lo[0], hi[-1])
-    part, starts = arr[lo[0] : hi[-1]], lo - lo[0]
-    which = np.repeat(np.arange(len(lo)), hi - lo)  # each element's stretch
-    nan = np.isnan(part)
-    index = np.arange(len(part))
-    found = []
-    for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
-        filled = np.where(nan, fill, part)
-        extreme = reduce.reduceat(filled, starts)
-        hits = ~nan & (filled == extreme[which])
-        found.append(np.minimum.reduceat(np.where(hits, index, len(part)), starts))
-    all_nan = np.add.reduceat(~nan, starts) == 0
-    return lo[0] + np.concatenate([np.where(all_nan, starts, f) for f in found])
-
-
-def thin_all(
-    series: Mapping[str, tuple[list[int], list[float | None]]], points: int | None
-) -> dict[str, tuple[list[int], list[float | None]]]:
-    if points is None:
-        return dict(series)
-    return {name: thin(s, v, points) for name, (s, v) in series.items()}

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from service.db.engine import reading, writing
 from service.db.tables import (
     CheckpointRow,
-    CurvePointRow,
+    CurveChunkRow,
     CurveSeriesRow,
     JobRow,
     ParametersRow,
@@ -39,7 +39,7 @@ from service.db.tables import (
 )
 from service.errors import Conflict, NotFound
 from service.schemas.jobs import Job, JobError, JobStatus, Progress
-from service.store import paging
+from service.store import chunks, paging
 from service.wakeup import notify_new_job
 
 #: seconds a job asking for a GPU waits for a GPU worker before a CPU-only worker fails it
@@ -265,7 +265,7 @@ def delete_sweep_jobs(conn: Connection, *, sweep_pk: int) -> None:
 def _delete_data(conn: Connection, job_pks: Sequence[int] | Select[Any]) -> None:
     """Everything recorded for the jobs `job_pks` (a list of keys, or a query of them)."""
     series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk.in_(job_pks))
-    conn.execute(delete(CurvePointRow).where(CurvePointRow.series_id.in_(series)))
+    conn.execute(delete(CurveChunkRow).where(CurveChunkRow.series_id.in_(series)))
     conn.execute(delete(CurveSeriesRow).where(CurveSeriesRow.job_pk.in_(job_pks)))
     conn.execute(delete(ParametersRow).where(ParametersRow.job_pk.in_(job_pks)))
     conn.execute(delete(TrajectoryRow).where(TrajectoryRow.job_pk.in_(job_pks)))
@@ -473,11 +473,7 @@ def _rewind(conn: Connection, job_pk: int) -> None:
     if saved is None:
         _delete_data(conn, [job_pk])
     series = select(CurveSeriesRow.id).where(CurveSeriesRow.job_pk == job_pk)
-    conn.execute(
-        delete(CurvePointRow).where(
-            CurvePointRow.series_id.in_(series) & (CurvePointRow.step > step)
-        )
-    )
+    chunks.rewind(conn, conn.execute(series).scalars().all(), step)
     conn.execute(
         delete(TrajectoryRow).where((TrajectoryRow.job_pk == job_pk) & (TrajectoryRow.step > step))
     )

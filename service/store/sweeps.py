@@ -197,8 +197,7 @@ def read_curves(
     sweep_id: str,
     owner: str | None,
     name: str,
-    after: int | None,
-    points: int | None,
+    window: curves.Window,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The sweep's row, and the series `name` of each run in grid order, thinned to `points`
     as a job's curves are; all read from one snapshot."""
@@ -209,13 +208,13 @@ def read_curves(
             query.where(JobRow.sweep_pk == row.pk).order_by(JobRow.sweep_index, JobRow.pk)
         ).all()
         series = [
-            curves.read(conn, job_pk=run.pk, names=[name], after=after).get(name, ([], []))
+            curves.read_series(
+                conn, curves.series_ends(conn, job_pk=run.pk, names=[name]), window
+            ).get(name, ([], []))
             for run in runs
         ]
     out = []
     for run, (steps, values) in zip(runs, series, strict=True):
-        if points is not None:
-            steps, values = curves.thin(steps, values, points)
         out.append(
             {
                 "job_id": run.id,

@@ -228,7 +228,7 @@ def test_values_that_are_not_finite_are_served_as_null(client: TestClient, engin
     weight = torch.tensor([[1.5, math.nan], [math.inf, -math.inf]])
     chunk = Chunk(step=3, epoch=1, parameters=encode_parameters({"weight": weight}))
     assert curves.record(
-        engine, job_pk=job_pk, worker_id="w", chunk=chunk, ids={}, parameters=chunk.parameters
+        engine, job_pk=job_pk, worker_id="w", chunk=chunk, tails={}, parameters=chunk.parameters
     )
     with reading(engine) as conn:
         job_id = conn.execute(select(JobRow.id).where(JobRow.pk == job_pk)).scalar_one()

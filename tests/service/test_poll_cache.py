@@ -44,7 +44,7 @@ def record(engine: Engine, job: job_queue.Claimed, steps: range, **extra: float)
         chunk.add("loss", step, 1.0 / step)
     for name, value in extra.items():
         chunk.add(name, steps[-1], value)
-    assert curves.record(engine, job_pk=job.pk, worker_id=WORKER, chunk=chunk, ids={})
+    assert curves.record(engine, job_pk=job.pk, worker_id=WORKER, chunk=chunk, tails={})
 
 
 def poll(client: TestClient, job: job_queue.Claimed, tag: str | None = None, **params: Any) -> Any:
@@ -85,7 +85,7 @@ def test_a_new_series_at_a_step_already_seen_changes_the_tag(
     tag = poll(client, claimed).headers["ETag"]
     chunk = Chunk(step=3, epoch=1)  # the epoch's metrics, at the step the loss already has
     chunk.add("val_loss", 3, 0.5)
-    assert curves.record(engine, job_pk=claimed.pk, worker_id=WORKER, chunk=chunk, ids={})
+    assert curves.record(engine, job_pk=claimed.pk, worker_id=WORKER, chunk=chunk, tails={})
     answer = poll(client, claimed, tag)
     assert answer.status_code == 200
     assert answer.json()["series"]["val_loss"] == {"steps": [3], "values": [0.5]}
@@ -146,7 +146,7 @@ def test_a_job_run_again_from_the_start_never_matches_its_first_run(
     chunk = Chunk(step=3, epoch=0)  # the same steps as the first run, other values
     for step in range(1, 4):
         chunk.add("loss", step, 2.0)
-    assert curves.record(engine, job_pk=again.pk, worker_id=WORKER, chunk=chunk, ids={})
+    assert curves.record(engine, job_pk=again.pk, worker_id=WORKER, chunk=chunk, tails={})
     rerun = poll(client, claimed, tag)
     assert rerun.status_code == 200
     assert rerun.json()["series"]["loss"]["values"] == [2.0, 2.0, 2.0]
@@ -193,7 +193,7 @@ def test_one_query_reads_every_series_and_a_304_reads_no_points(
     selects.clear()
     assert poll(client, claimed, answer.headers["ETag"]).status_code == 304
     assert len(selects) == 2, selects
-    assert not any("curve_points.value" in statement for statement in selects)
+    assert not any('curve_chunks."values"' in statement for statement in selects)
 
 
 def test_the_whole_curve_read_in_one_query_matches_each_series_read_alone(
@@ -206,7 +206,7 @@ def test_the_whole_curve_read_in_one_query_matches_each_series_read_alone(
             if step % 100 == 0:
                 chunk.add("val_loss", step, -float(step))
         chunk.add("lr", start, None)  # a value that was not finite
-        assert curves.record(engine, job_pk=claimed.pk, worker_id=WORKER, chunk=chunk, ids={})
+        assert curves.record(engine, job_pk=claimed.pk, worker_id=WORKER, chunk=chunk, tails={})
     with engine.connect() as conn:
         for after in (None, 0, 99, 100, 250, 299, 300):
             together = curves.read(conn, job_pk=claimed.pk, names=None, after=after)
@@ -244,7 +244,7 @@ def test_the_client_polls_with_if_none_match(
 
 
 def _point_reads(statements: list[str]) -> int:
-    return sum("curve_points.value" in statement for statement in statements)
+    return sum('curve_chunks."values"' in statement for statement in statements)
 
 
 def test_the_same_question_asked_twice_reads_the_points_once(

@@ -70,9 +70,9 @@ def test_writes_are_fenced_by_the_holding_worker(engine: Engine) -> None:
     chunk = Chunk(step=2, epoch=0)
     chunk.add("loss", 1, 0.5)
     chunk.add("loss", 2, 0.25)
-    ids: dict[str, int] = {}
-    assert not curves.record(engine, job_pk=claimed.pk, worker_id="w2", chunk=chunk, ids=ids)
-    assert curves.record(engine, job_pk=claimed.pk, worker_id="w1", chunk=chunk, ids=ids)
+    tails: dict[str, curves.SeriesTail] = {}
+    assert not curves.record(engine, job_pk=claimed.pk, worker_id="w2", chunk=chunk, tails=tails)
+    assert curves.record(engine, job_pk=claimed.pk, worker_id="w1", chunk=chunk, tails=tails)
     with reading(engine) as conn:
         assert curves.read(conn, job_pk=claimed.pk, names=None, after=None) == {
             "loss": ([1, 2], [0.5, 0.25])
@@ -102,7 +102,7 @@ def test_expired_lease_requeues_and_drops_points(engine: Engine) -> None:
     assert claimed is not None
     chunk = Chunk(step=1, epoch=0)
     chunk.add("loss", 1, 1.0)
-    curves.record(engine, job_pk=claimed.pk, worker_id="dead", chunk=chunk, ids={})
+    curves.record(engine, job_pk=claimed.pk, worker_id="dead", chunk=chunk, tails={})
     assert job_queue.requeue_expired(engine) == 0  # the lease is still good
     with engine.begin() as conn:
         conn.execute(update(JobRow).values(lease_expires_at=JobRow.created_at))
@@ -127,7 +127,7 @@ def test_migrations_started_at_once_do_not_race(db_url: str, backend: str) -> No
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     engine = make_engine(db_url)
-    assert {"jobs", "curve_series", "curve_points", "job_parameters"} <= set(
+    assert {"jobs", "curve_series", "curve_chunks", "job_parameters"} <= set(
         inspect(engine).get_table_names()
     )
     with engine.connect() as conn:
@@ -137,14 +137,28 @@ def test_migrations_started_at_once_do_not_race(db_url: str, backend: str) -> No
     engine.dispose()
 
 
-def test_curve_reads_use_the_primary_key(engine: Engine) -> None:
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        # a window's chunks by the range of their keys
+        (
+            'SELECT first_step, points, steps, "values" FROM curve_chunks '
+            "WHERE series_id = 1 AND level = 0 AND seq BETWEEN 3 AND 9 ORDER BY seq",
+            "sqlite_autoindex_curve_chunks_1",
+        ),
+        # the chunk that holds a step: the last one that starts at or before it
+        (
+            "SELECT seq FROM curve_chunks WHERE series_id = 1 AND level = 0 "
+            "AND first_step <= 500 ORDER BY first_step DESC LIMIT 1",
+            "ix_curve_chunks_first_step",
+        ),
+    ],
+)
+def test_curve_reads_are_index_range_scans(engine: Engine, query: str, index: str) -> None:
     with engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT step, value FROM curve_points "
-            "WHERE series_id = 1 AND step > 5 ORDER BY step"
-        ).all()
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}").all()
     detail = " ".join(str(row[-1]) for row in plan)
-    assert "USING PRIMARY KEY" in detail and "TEMP B-TREE" not in detail
+    assert index in detail and "TEMP B-TREE" not in detail
 
 
 # --- thinning -----------------------------------------------------------------------------

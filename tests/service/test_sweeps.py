@@ -17,7 +17,7 @@ from service.db.engine import make_engine, reading, writing
 from service.db.migrate import alembic_config, migrate
 from service.db.tables import (
     CheckpointRow,
-    CurvePointRow,
+    CurveChunkRow,
     CurveSeriesRow,
     JobRow,
     ParametersRow,
@@ -30,7 +30,7 @@ from service.schemas.sweeps import SweepRun
 from service.spec import FitSpec
 from service.spec import sweep as sweep_spec
 from service.spec.sweep import SweepRequest
-from service.store import job_queue, sweeps
+from service.store import chunks, job_queue, summaries, sweeps
 from tests.conftest import both_backends, fit_spec
 from worker.claims import Worker
 
@@ -409,10 +409,8 @@ def test_non_finite_values_are_null(client: TestClient, engine: Engine) -> None:
         sid = conn.execute(
             insert(CurveSeriesRow).values(job_pk=pk, name="loss").returning(CurveSeriesRow.id)
         ).scalar_one()
-        points = [(1, 0.5), (2, None), (3, math.inf), (4, -math.inf)]
-        conn.execute(
-            insert(CurvePointRow), [{"series_id": sid, "step": s, "value": v} for s, v in points]
-        )
+        steps, values = summaries.as_arrays([1, 2, 3, 4], [0.5, None, math.inf, -math.inf])
+        chunks.append(conn, sid, None, steps, values)
     response = client.get(f"/sweeps/{sweep['id']}/curves")
     assert b"NaN" not in response.content and b"Infinity" not in response.content
     [run] = response.json()["runs"]
@@ -494,7 +492,7 @@ def test_delete_removes_the_sweep_its_jobs_and_their_data(
     with writing(engine) as conn:  # and one of the sweep's a checkpoint
         pk = conn.execute(select(JobRow.pk).where(JobRow.id == sweep["jobs"][0]["id"])).scalar()
         conn.execute(insert(CheckpointRow).values(job_pk=pk, step=1, epoch=0, state=b"x"))
-    tables = (CurveSeriesRow, CurvePointRow, ParametersRow, TrajectoryRow)
+    tables = (CurveSeriesRow, CurveChunkRow, ParametersRow, TrajectoryRow)
     before = {table: count(engine, table) for table in tables}
     assert before[CurveSeriesRow] == 4 and before[ParametersRow] == 4
 

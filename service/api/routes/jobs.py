@@ -10,9 +10,8 @@ from pydantic import ValidationError
 
 from service.api import conditional, polls
 from service.api.deps import (
-    INT32_MAX,
-    INT32_MIN,
     Cursor,
+    CurveWindow,
     EngineDep,
     JobId,
     LimitsDep,
@@ -91,19 +90,16 @@ async def get_curves(
     job_id: JobId,
     engine: EngineDep,
     owner: OwnerDep,
+    window: CurveWindow,
     names: Annotated[
         str | None, Query(pattern=TEXT_PATTERN, description="comma-separated series names")
     ] = None,
-    after: Annotated[
-        int | None,
-        Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step > after"),
-    ] = None,
-    points: Annotated[int | None, Query(ge=2, description="thin each series to at most N")] = None,
     if_none_match: conditional.IfNoneMatch = None,
 ) -> Response:
-    """The job's series; poll with `after` and `If-None-Match` while it runs."""
+    """The job's series; poll with `after` and `If-None-Match` while it runs; `start`/`end`
+    with `points` zoom into a window at a screen's resolution."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    query = polls.CurvesQuery(job_id=job_id, names=wanted, after=after, points=points)
+    query = polls.CurvesQuery(job_id=job_id, names=wanted, window=window)
     return await polls.curves_answer(engine, query, owner=owner, if_none_match=if_none_match)
 
 

@@ -23,14 +23,16 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=UNAUTHORIZED)
 @router.get("/{job_id}/plot.png", response_class=Response, responses={**PNG, **NOT_FOUND})
 def get_plot(job_id: JobId, engine: EngineDep, owner: OwnerDep) -> Response:
     """The loss curves as a picture; a 2-D minimize job's path on the objective's contours."""
-    row, series, points = curves.job_drawing(engine, job_id=job_id, owner=owner)
+    row, series, points = curves.job_drawing(
+        engine, job_id=job_id, owner=owner, points=CURVE_POINTS
+    )
     # plotting is CPU work: a plain `def` route runs it in the threadpool, off the event loop
     png = charts.job_png(
         job_id=row.id,
         name=row.name,
         status=row.status,
         spec=row.spec,
-        series=curves.thin_all(series, CURVE_POINTS),
+        series=series,
         path=[orjson.loads(p) for p in _spaced(points, PATH_POINTS)],
         error_type=row.error["type"] if row.error else None,
     )

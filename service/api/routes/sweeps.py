@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from service.api.deps import (
-    INT32_MAX,
-    INT32_MIN,
     Cursor,
+    CurveWindow,
     EngineDep,
     LimitsDep,
     OwnerDep,
@@ -26,7 +25,7 @@ from service.plots import charts
 from service.schemas.sweeps import Sweep, SweepCreated, SweepCurves, SweepPage
 from service.spec import TEXT_PATTERN
 from service.spec.sweep import SweepRequest
-from service.store import sweeps
+from service.store import curves, sweeps
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=UNAUTHORIZED)
 
@@ -94,17 +93,11 @@ def get_sweep_curves(
     sweep_id: SweepId,
     engine: EngineDep,
     owner: OwnerDep,
+    window: CurveWindow,
     name: SeriesName = "loss",
-    after: Annotated[
-        int | None,
-        Query(ge=INT32_MIN, le=INT32_MAX, description="only points with step > after"),
-    ] = None,
-    points: Annotated[int | None, Query(ge=2, description="thin each series to at most N")] = None,
 ) -> Response:
-    """One series of every run, in grid order, to plot side by side."""
-    _, runs = sweeps.read_curves(
-        engine, sweep_id=sweep_id, owner=owner, name=name, after=after, points=points
-    )
+    """One series of every run, in grid order, to plot side by side; `start`/`end` zoom."""
+    _, runs = sweeps.read_curves(engine, sweep_id=sweep_id, owner=owner, name=name, window=window)
     # built by hand, as a job's curves are: no pydantic pass over every point
     body = {"sweep_id": sweep_id, "name": name, "runs": runs}
     return Response(dumps(body), media_type="application/json")
@@ -123,7 +116,11 @@ def get_sweep_plot(
 ) -> Response:
     """Every run's curve on one axis, with a legend of their grid values."""
     row, runs = sweeps.read_curves(
-        engine, sweep_id=sweep_id, owner=owner, name=name, after=None, points=CURVE_POINTS
+        engine,
+        sweep_id=sweep_id,
+        owner=owner,
+        name=name,
+        window=curves.Window(points=CURVE_POINTS),
     )
     label = name
     if gap:

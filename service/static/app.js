@@ -9,6 +9,10 @@ const RECONNECT_MS = 1000; // after an event stream drops
 const THIN_POINTS = 4000; // points per series loaded when a job is selected
 const MAX_POINTS = 20000; // past this many steps on the chart, thin it to half
 const SWEEP_POINTS = 500; // points per run on a sweep's chart
+// a zoomed window is read at this many points per CSS pixel of the plot: each column then
+// gets a stretch's minimum and maximum, as the server thins, so every spike is drawn
+const POINTS_PER_PIXEL = 2;
+const ZOOM_MIN_PX = 3; // a drag narrower than this is a slip of the mouse, not a zoom
 const CHART_HEIGHT = 360;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const COLORS = [
@@ -62,6 +66,8 @@ const state = {
   curve: null, // the selected job's points (a Curve)
   chart: null, // the uPlot instance
   chartKey: "", // what the chart was built for: rebuilt when its series change
+  zoom: null, // {start, end}: the steps the chart is zoomed to, or null for the whole curve
+  zoomed: null, // the selected job's points in the zoomed window (a Curve), once read
   sweepRuns: [],
   submitKind: "job",
   drafts: {
@@ -201,7 +207,7 @@ function onJobEvent(jobId, event) {
       .reduce((sum, s) => sum + s.steps.length, 0);
     state.curve.add(data.series);
     if (state.curve.steps.length > MAX_POINTS) state.curve.thin(MAX_POINTS / 2);
-    scheduleDraw();
+    if (!state.zoom) scheduleDraw(); // a zoomed chart stays on its window
   } else if (event.type === "progress") {
     showJob({ ...state.job, ...data });
   } else if (event.type === "end") {
@@ -236,10 +242,21 @@ function sleep(ms, signal) {
 // no point at a step (the line joins over it), `null` where it recorded a non-finite value
 // (a gap in the line).
 class Curve {
-  constructor() {
+  // `names`: series to hold from the start, even where none of their points come (a zoomed
+  // window keeps the whole curve's series, so the chart keeps its legend)
+  constructor(names = []) {
     this.steps = [];
-    this.columns = new Map(); // name -> values, aligned with steps
+    this.columns = new Map(names.map((name) => [name, []])); // name -> values, aligned with steps
     this.lastStep = -1; // a minimize job records step 0
+  }
+
+  // the whole curve as read, with the points this one holds after the read's last step (what
+  // the event stream brought meanwhile)
+  static merged(series, current) {
+    const curve = new Curve();
+    curve.add(series);
+    if (current) curve.add(current.seriesAfter(curve.lastStep));
+    return curve;
   }
 
   // Appends the series' points after lastStep (a series seen for the first time included).
@@ -300,6 +317,22 @@ class Curve {
     const kept = (array) => array.filter((_, i) => keep[i] === 1);
     this.steps = kept(this.steps);
     for (const [name, values] of this.columns) this.columns.set(name, kept(values));
+  }
+
+  // the points after `step`, as the API answers series
+  seriesAfter(step) {
+    const series = {};
+    for (const [name, column] of this.columns) {
+      const steps = [];
+      const values = [];
+      this.steps.forEach((s, i) => {
+        if (s <= step || column[i] === undefined) return;
+        steps.push(s);
+        values.push(column[i]);
+      });
+      series[name] = { steps, values };
+    }
+    return series;
   }
 
   names() {
@@ -462,6 +495,7 @@ function draw(spec) {
     destroyChart();
     build(spec, element);
   }
+  showZoom();
   // for the browser test: how many steps and series the chart holds
   element.dataset.points = String(points);
   element.dataset.series = String(spec.series.length);
@@ -479,7 +513,13 @@ function build(spec, element) {
     series: [{ label: "step", value: (u, v) => (v == null ? "—" : String(v)) }, ...spec.series],
     axes: spec.axes,
     legend: { live: true },
-    cursor: { drag: { x: true, y: false } },
+    cursor: {
+      // a drag selects steps and setSelect zooms to them, reading the window (not uPlot's
+      // own zoom, which would only stretch the points already read)
+      drag: { x: true, y: false, setScale: false },
+      bind: { dblclick: zoomOutOnDoubleClick },
+    },
+    hooks: { setSelect: [onSelect] },
   };
   state.chart = new uPlot(options, spec.data, element);
   state.chartKey = spec.key;
@@ -510,8 +550,82 @@ function scheduleDraw() {
 }
 
 function redraw() {
-  if (state.selected?.kind === "job" && state.curve) draw(jobChartSpec(state.curve));
+  const curve = state.zoomed || state.curve;
+  if (state.selected?.kind === "job" && curve) draw(jobChartSpec(curve));
   else if (state.selected?.kind === "sweep") draw(sweepChartSpec(state.sweepRuns));
+}
+
+// ---------------------------------------------------------------- zooming
+
+// uPlot's setSelect hook: a drag along the steps ended; they become the chart's window
+function onSelect(u) {
+  const { left, width } = u.select;
+  if (width < ZOOM_MIN_PX) return;
+  u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+  const start = Math.ceil(u.posToVal(left, "x"));
+  const end = Math.floor(u.posToVal(left + width, "x"));
+  if (end <= start) return;
+  state.zoom = { start, end };
+  showZoom(); // at once, on the points already drawn, while the window's own are read
+  readView();
+}
+
+// uPlot's cursor.bind for dblclick: its own handler (which fits the step axis to the points
+// drawn), then the whole curve read again
+function zoomOutOnDoubleClick(u, target, handler) {
+  return (event) => {
+    handler(event);
+    zoomOut();
+  };
+}
+
+function zoomOut() {
+  if (!state.zoom) return;
+  state.zoom = null;
+  state.zoomed = null;
+  redraw();
+  readView(); // the whole curve again, at the selection's resolution
+}
+
+// puts the chart's step axis on the zoomed window (a redraw's new data would reset it)
+function showZoom() {
+  const zoom = state.zoom;
+  if (zoom && state.chart) state.chart.setScale("x", { min: zoom.start, max: zoom.end });
+  $("#zoom-hint").hidden = !zoom;
+  if (zoom) $("#zoom-hint").textContent = `steps ${zoom.start}–${zoom.end} · double-click: all`;
+}
+
+// what a chart reads: the zoomed window at the plot's resolution, else `points` for the whole
+function curvesQuery(zoom, points) {
+  if (!zoom) return `points=${points}`;
+  const width = state.chart ? state.chart.over.clientWidth : chartWidth();
+  const windowPoints = Math.max(2, Math.round(POINTS_PER_PIXEL * width));
+  return `start=${zoom.start}&end=${zoom.end}&points=${windowPoints}`;
+}
+
+// Reads the selection's curves again for the zoom it now has.
+function readView() {
+  const { kind, id } = state.selected || {};
+  const session = state.session;
+  if (!kind || !session) return;
+  const read = kind === "job" ? readJobView(id, session.signal) : readSweep(id, session.signal);
+  read.catch((err) => {
+    if (!session.signal.aborted) showNotice(`${kind} ${id}: ${err.message}`);
+  });
+}
+
+async function readJobView(jobId, signal) {
+  const zoom = state.zoom;
+  const path = `/jobs/${encodeURIComponent(jobId)}/curves?${curvesQuery(zoom, THIN_POINTS)}`;
+  const body = await api(path, { signal });
+  if (signal.aborted || zoom !== state.zoom || !state.curve) return; // zoomed again meanwhile
+  if (zoom) {
+    state.zoomed = new Curve(state.curve.names());
+    state.zoomed.add(body.series);
+  } else {
+    state.curve = Curve.merged(body.series, state.curve);
+  }
+  redraw();
 }
 
 // ---------------------------------------------------------------- selection
@@ -520,6 +634,9 @@ function closeSelection() {
   state.session?.abort();
   state.session = null;
   state.curve = null;
+  state.zoom = null;
+  state.zoomed = null;
+  showZoom();
   state.job = null;
   state.sweepRuns = [];
   destroyChart();
@@ -563,19 +680,29 @@ async function selectSweep(sweepId) {
   $("#chart-sub").textContent = "loss of every run";
   while (!session.signal.aborted) {
     try {
-      const path = `/sweeps/${encodeURIComponent(sweepId)}/curves?name=loss&points=${SWEEP_POINTS}`;
-      const body = await api(path, { signal: session.signal });
+      const runs = await readSweep(sweepId, session.signal);
       if (session.signal.aborted) return;
-      state.sweepRuns = body.runs;
-      showSweep(body.runs);
-      redraw();
-      if (body.runs.every((run) => FINISHED.has(run.status))) return;
+      if (runs?.every((run) => FINISHED.has(run.status))) return;
     } catch (err) {
       if (session.signal.aborted) return;
       showNotice(`Sweep ${sweepId}: ${err.message}`);
     }
     await sleep(SWEEP_REFRESH_MS, session.signal);
   }
+}
+
+// Reads a sweep's runs for the chart's zoom; null where the zoom changed meanwhile.
+async function readSweep(sweepId, signal) {
+  const zoom = state.zoom;
+  const query = curvesQuery(zoom, SWEEP_POINTS);
+  const body = await api(`/sweeps/${encodeURIComponent(sweepId)}/curves?name=loss&${query}`, {
+    signal,
+  });
+  if (signal.aborted || zoom !== state.zoom) return null;
+  state.sweepRuns = body.runs;
+  showSweep(body.runs);
+  redraw();
+  return body.runs;
 }
 
 function markSelected() {

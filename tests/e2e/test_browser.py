@@ -8,6 +8,7 @@ one these tests fail under CI (`CI=true`) and are skipped, loudly, elsewhere.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -16,12 +17,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+from sqlalchemy import Engine
 
+from service.db.engine import make_engine
+from service.schemas.jobs import JobStatus
+from service.store import curves, job_queue
 from tests.conftest import Service, fit_spec
+from worker.training.recorder import Chunk
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +52,18 @@ COUNT_PIXELS_JS = """(color) => {
   }
   return n;
 }"""
+
+
+#: what the chart shows: its step axis, and the steps and values of its first series
+CHART_VIEW_JS = """() => {
+  const chart = window.descent.chart;
+  return {
+    min: chart.scales.x.min, max: chart.scales.x.max,
+    steps: Array.from(chart.data[0]), values: Array.from(chart.data[1], (v) => v ?? null),
+  };
+}"""
+#: where a step lies on the chart, in CSS pixels from the plot's left edge
+STEP_POSITION_JS = "(step) => window.descent.chart.valToPos(step, 'x')"
 
 
 def _chromium() -> str:
@@ -90,6 +109,24 @@ class Tab:
     def stats(self) -> dict[str, int]:
         return self.page.evaluate("() => window.descent.stats")  # type: ignore[no-any-return]
 
+    def view(self) -> dict[str, Any]:
+        """The chart's step axis (`min`, `max`), its steps and its first series' values."""
+        return self.page.evaluate(CHART_VIEW_JS)  # type: ignore[no-any-return]
+
+    def drag(self, first: float, last: float) -> None:
+        """Drags the mouse across the chart from step `first` to step `last`."""
+        box = self.page.locator("#chart .u-over").bounding_box()
+        assert box is not None, "no chart to drag on"
+        at = [box["x"] + self.page.evaluate(STEP_POSITION_JS, step) for step in (first, last)]
+        middle = box["y"] + box["height"] / 2
+        self.page.mouse.move(at[0], middle)
+        self.page.mouse.down()
+        self.page.mouse.move(at[1], middle, steps=5)
+        self.page.mouse.up()
+
+    def double_click_chart(self) -> None:
+        self.page.locator("#chart .u-over").dblclick()
+
     def wait(self, check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         """Polls `check` until it is true; says what the page showed and logged if never."""
         deadline = time.monotonic() + timeout
@@ -101,6 +138,52 @@ class Tab:
                 )
             self.page.wait_for_timeout(100)  # not time.sleep: this lets Playwright's handlers run
         return result
+
+
+def record_curve_reads(page: Page) -> list[dict[str, str]]:
+    """The query of each curve read (`.../curves?...`) the page makes from now on, in order."""
+    reads: list[dict[str, str]] = []
+
+    def seen(request: Request) -> None:
+        url = urlsplit(request.url)
+        if url.path.endswith("/curves"):
+            reads.append({key: values[0] for key, values in parse_qs(url.query).items()})
+
+    page.on("request", seen)
+    return reads
+
+
+def next_frame(page: Page) -> None:
+    """Returns once the page has drawn what it scheduled for its next animation frame."""
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+class HeldJob:
+    """A queued job claimed by the test, as a worker would: it writes the job's curve through
+    the store, the points the page then reads and is streamed."""
+
+    WORKER = "browser-test"
+
+    def __init__(self, db_url: str, job_id: str) -> None:
+        self.engine: Engine = make_engine(db_url)
+        claimed = job_queue.claim_next(
+            self.engine, worker_id=self.WORKER, lease_seconds=600, has_gpu=False
+        )
+        assert claimed is not None and claimed.id == job_id, claimed
+        self.pk = claimed.pk
+        self.tails: dict[str, curves.SeriesTail] = {}  # the store's state of the job's series
+
+    def record(self, steps: list[int], values: list[float | None]) -> None:
+        chunk = Chunk(step=steps[-1], epoch=0, series={"loss": (steps, values)})
+        assert curves.record(
+            self.engine, job_pk=self.pk, worker_id=self.WORKER, chunk=chunk, tails=self.tails
+        )
+
+    def finish(self) -> None:
+        job_queue.finish(
+            self.engine, job_pk=self.pk, worker_id=self.WORKER, status=JobStatus.succeeded
+        )
+        self.engine.dispose()
 
 
 @pytest.fixture
@@ -213,6 +296,23 @@ def test_sweep_runs_share_one_chart(
     expect(legend).to_contain_text("optimizer.lr=0.02")
     assert tab.drawn_pixels() > 30, "the first run's line is not on the canvas"
     tab.page.screenshot(path=tmp_path / "sweep.png")
+    assert tab.errors == [], tab.errors
+
+    # a drag reads every run's window; a double-click, their whole curves
+    reads = record_curve_reads(tab.page)
+    whole = tab.view()
+    span = whole["max"] - whole["min"]
+    tab.drag(whole["min"] + span / 4, whole["max"] - span / 4)
+    tab.wait(lambda: reads, "a read of the sweep's window")
+    start, end = int(reads[0]["start"]), int(reads[0]["end"])
+    assert reads[0]["name"] == "loss" and whole["min"] < start < end < whole["max"]
+    tab.wait(lambda: (tab.view()["min"], tab.view()["max"]) == (start, end), "the window")
+    assert all(start <= step <= end for step in tab.view()["steps"])
+    tab.double_click_chart()
+    tab.wait(lambda: len(reads) > 1, "a read of the whole curves")
+    assert "start" not in reads[1]
+    tab.wait(lambda: tab.view()["steps"] == whole["steps"], "the whole curves on the chart")
+    assert (tab.view()["min"], tab.view()["max"]) == (whole["min"], whole["max"])
     assert tab.errors == [], tab.errors
 
     # a sweep still running: its cancel button stops every run
@@ -356,4 +456,98 @@ def test_a_dropped_stream_resumes_from_its_last_event(
     values = tab.page.evaluate("() => window.descent.curve.columns.get('loss')")
     assert values == [3.0, None, 1.0]
     expect(tab.page.locator("#chart-sub .badge")).to_have_text("queued")
+    assert tab.errors == [], tab.errors
+
+
+#: a curve of SPIKY_STEPS steps, 1 + 1/step, with pairs of spikes: a tall one and, four steps
+#: on, a short one, which a thinned read of the whole curve drops (a stretch keeps only its
+#: maximum) and a zoomed window read at the chart's resolution keeps
+SPIKY_STEPS = 100_000
+SPIKE_PAIRS = [(60_000 + 1000 * k, 50.0 + k, 20.0 + k) for k in range(5)]
+#: steps of the zoomed window each side of the spikes
+HALF_WINDOW = 600
+#: points recorded while the chart is zoomed
+LIVE_STEPS = 50
+
+
+def _spiky_curve() -> tuple[list[int], list[float | None]]:
+    steps = list(range(1, SPIKY_STEPS + 1))
+    values: list[float | None] = [1 + 1 / step for step in steps]
+    for at, tall, short in SPIKE_PAIRS:
+        values[at - 1] = tall
+        values[at + 3] = short
+    return steps, values
+
+
+def test_a_drag_reads_the_window_at_the_charts_resolution(
+    start_service: Any, open_tab: Callable[[str], Tab], tmp_path: Path
+) -> None:
+    """Zooming into a 100,000-step curve reads the window and draws the spike the whole curve's
+    read thinned away; live points, the log axis and a double-click behave around the zoom."""
+    service: Service = start_service(workers=0)  # the test is the job's worker
+    job = service.submit(fit_spec(name="spiky"))
+    held = HeldJob(service.db_url, job["id"])
+    held.record(*_spiky_curve())
+    tab = open_tab(service.url)
+    page = tab.page
+    reads = record_curve_reads(page)
+    page.locator(f'tr[data-job-id="{job["id"]}"]').click()
+    tab.wait(lambda: tab.points() > 0 and tab.stats()["streamsOpened"] > 0, "the running job")
+
+    # the whole curve, thinned: every tall spike, but not every short one
+    whole = tab.view()
+    assert (whole["min"], whole["max"]) == (1, SPIKY_STEPS)
+    assert "start" not in reads[0] and tab.points() <= int(reads[0]["points"])
+    assert all(tall in whole["values"] for _, tall, _ in SPIKE_PAIRS)
+    hidden = [(at, short) for at, _, short in SPIKE_PAIRS if short not in whole["values"]]
+    assert hidden, "the whole curve's read kept every short spike: no zoom can show more"
+    at, short = hidden[0]
+
+    # a drag around a hidden spike reads that window, at the chart's width
+    read_before = len(reads)
+    tab.drag(at - HALF_WINDOW, at + HALF_WINDOW)
+    tab.wait(lambda: len(reads) > read_before, "a read of the window")
+    window = reads[read_before]
+    start, end, points = (int(window[key]) for key in ("start", "end", "points"))
+    assert start <= at < at + 3 < end
+    plot_width = page.evaluate("() => window.descent.chart.over.clientWidth")
+    assert plot_width <= points <= 4 * plot_width, (points, plot_width)
+    assert end - start + 1 <= points, "the window is wider than the chart can show whole"
+    tab.wait(lambda: tab.points() == end - start + 1, "the window's points on the chart")
+    zoomed = tab.view()
+    assert (zoomed["min"], zoomed["max"]) == (start, end)
+    assert zoomed["steps"] == list(range(start, end + 1))
+    assert short in zoomed["values"], "the short spike is not drawn in the zoomed window"
+    expect(page.locator("#zoom-hint")).to_contain_text(f"steps {start}–{end}")
+    page.screenshot(path=tmp_path / "zoomed.png")
+
+    # points recorded meanwhile join the whole curve and leave the zoomed chart where it is
+    live = list(range(SPIKY_STEPS + 1, SPIKY_STEPS + LIVE_STEPS + 1))
+    held.record(live, [1.0] * LIVE_STEPS)
+    tab.wait(lambda: tab.stats()["pointsFromEvents"] >= LIVE_STEPS, "the live points")
+    next_frame(page)
+    assert page.evaluate("() => window.descent.curve.lastStep") == live[-1]
+    assert tab.view() == zoomed
+
+    # the log axis redraws the window's values as they are
+    page.locator("#log-scale").check()
+    tab.wait(lambda: max(v or 0 for v in tab.view()["values"]) < 2, "log10 values")
+    logged = tab.view()
+    assert (logged["min"], logged["max"]) == (start, end)
+    assert any(v is not None and abs(v - math.log10(short)) < 1e-9 for v in logged["values"])
+    page.locator("#log-scale").uncheck()
+
+    # a double-click reads the whole curve again, with the live points
+    read_before = len(reads)
+    tab.double_click_chart()
+    tab.wait(lambda: len(reads) > read_before, "a read of the whole curve")
+    assert "start" not in reads[read_before] and "end" not in reads[read_before]
+    tab.wait(lambda: tab.view()["max"] == live[-1], "the whole curve on the chart")
+    assert tab.view()["min"] == 1
+    assert tab.points() <= int(reads[read_before]["points"])
+    assert page.evaluate("() => window.descent.zoom") is None
+    expect(page.locator("#zoom-hint")).to_be_hidden()
+
+    held.finish()
+    expect(page.locator("#chart-sub .badge")).to_have_text("succeeded")
     assert tab.errors == [], tab.errors

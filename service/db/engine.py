@@ -34,6 +34,10 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, json_serializer=_json)
 
 
+#: how much of a database file SQLite maps into memory (address space, not memory used)
+SQLITE_MMAP_BYTES = 1 << 30
+
+
 def _sqlite_engine(url: str) -> Engine:
     path = url.split(":///", 1)[1] if ":///" in url else ""
     if path and path != ":memory:":
@@ -53,6 +57,9 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
+        # pages read through a memory map, not a system call each: a thinned read of a long
+        # curve touches a few hundred scattered pages (5 ms by read(), under 1 ms mapped)
+        cur.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
         cur.close()
 
     @event.listens_for(engine, "begin")

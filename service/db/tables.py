@@ -140,6 +140,9 @@ class CurveChunkRow(Base):
     max_step: Mapped[int | None] = mapped_column(Integer)
     #: level 0: the steps as little-endian int64, null when they run first_step..last_step
     steps: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: level k >= 1: the FANOUT summaries below it, packed (`summaries.PACKED`); a read opens
+    #: a summary that a stretch's edge cuts by reading these
+    parts: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: level 0: the values as little-endian float64, NaN where not finite
     values: Mapped[bytes | None] = mapped_column(LargeBinary)
 

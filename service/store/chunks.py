@@ -1,37 +1,44 @@
 """A series stored as chunks of packed points under a pyramid of summaries (the `curve_chunks`
 table), and the reads it makes cheap.
 
-Level 0 holds the points, CHUNK_POINTS to a row; the last chunk of a series is the open one,
-rewritten as points arrive. When a chunk closes (the next one starts), every summary it
-completes is written: the level-1 summary of FANOUT chunks, the level-2 summary of FANOUT
-level-1 summaries, and so on. A read of a window thinned to N points covers the window with
-the coarsest summaries there are, opens only those a stretch's edge cuts, and so touches
-O(N) rows whatever the curve's length (M4, Jugel et al. 2014; OM3's min-max trees, 2023).
+Level 0 holds the points, CHUNK_POINTS to a row (small enough that a row sits in one database
+page, so reading the few points a read needs costs one page each); the last chunk of a series
+is the open one, rewritten as points arrive. When a chunk closes (the next one starts), every
+summary it completes is written: the level-1 row over FANOUT chunks (their summaries packed in
+it), the level-2 row over FANOUT level-1 rows, and so on. A read of a window thinned to N
+points covers the window with the coarsest summaries there are and opens only those a
+stretch's edge cuts, down to the few chunks whose points it needs: O(N) rows whatever the
+curve's length (M4, Jugel et al. 2014; OM3's min-max trees, 2023).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import ARRAY, Connection, Integer, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from service.db.tables import CurveChunkRow
 from service.store import summaries, thinning
-from service.store.summaries import Summary, Units
+from service.store.summaries import PACKED
 
-#: points in a chunk: ~8 KiB of values, so a chunk's row overhead is a few bits a point
-CHUNK_POINTS = 1024
+#: points in a chunk: 512 bytes of values, seven rows to a 4 KiB page
+CHUNK_POINTS = 64
 #: chunks (or summaries) under one summary of the next level
 FANOUT = 16
-#: levels of summaries: FANOUT**5 chunks hold 10^9 points, past any job's steps
-LEVELS = 5
+#: levels of summaries: FANOUT**6 chunks hold 10^9 points, past any job's steps
+LEVELS = 6
+#: a window of at most this many times the points asked for is read whole and thinned in
+#: memory: fewer queries, and as few rows as the summaries would take
+WHOLE_FACTOR = 16
 
 _T = CurveChunkRow
-_SUMMARY_COLUMNS = [getattr(_T, name) for name in ("seq", *summaries.FIELDS)]
+_SCALARS: list[Any] = [getattr(_T, name) for name in summaries.FIELDS]
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,53 @@ class OpenChunk:
     seq: int
     steps: np.ndarray
     values: np.ndarray
-    stored: bool
+    #: per level k, the closed level-k summaries (packed) whose level-(k+1) summary is not
+    #: written yet: FANOUT of them make it
+    pending: tuple[np.ndarray, ...]
+
+
+def _opening(seq: int, pending: tuple[np.ndarray, ...]) -> OpenChunk:
+    return OpenChunk(seq, np.empty(0, np.int64), np.empty(0, np.float64), pending)
 
 
 # --- writing ----------------------------------------------------------------------------
+
+_KEY = (
+    (_T.series_id == bindparam("key_series"))
+    & (_T.level == bindparam("key_level"))
+    & (_T.seq == bindparam("key_seq"))
+)
+_ROW_COLUMNS = [*summaries.FIELDS, "steps", "parts", "values"]
+_INSERT = insert(_T)
+_UPDATE = update(_T).where(_KEY).values({name: bindparam(name) for name in _ROW_COLUMNS})
+_DELETE = delete(_T).where(_KEY)
+_LAST_SEQ = (
+    select(_T.seq)
+    .where((_T.series_id == bindparam("series_id")) & (_T.level == 0))
+    .order_by(_T.seq.desc())
+    .limit(1)
+)
+_CHILDREN = (
+    select(_T.seq, *_SCALARS)
+    .where(
+        (_T.series_id == bindparam("series_id"))
+        & (_T.level == bindparam("level"))
+        & _T.seq.between(bindparam("lo"), bindparam("hi"))
+    )
+    .order_by(_T.seq)
+)
+
+
+def _upsert(dialect: str) -> Any:
+    """A chunk's row, new or grown: one statement for a flush's chunks."""
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
+    return statement.on_conflict_do_update(
+        index_elements=[_T.series_id, _T.level, _T.seq],
+        set_={name: statement.excluded[name] for name in _ROW_COLUMNS},
+    )
+
+
+_UPSERT = {dialect: _upsert(dialect) for dialect in ("sqlite", "postgresql")}
 
 
 def append(
@@ -52,77 +102,128 @@ def append(
 ) -> OpenChunk:
     """Add points (past the series' last step) inside the caller's transaction; the new tail.
 
-    A writer that holds no tail (a new one, or a job's next attempt) starts a new chunk after
-    the last one stored, and closes that one.
+    The open chunk and the new points are cut into chunks, summarised in one pass and written
+    in one statement; a full last chunk stays open until a point after it arrives. A writer
+    that holds no tail (a new one, or a job's next attempt) starts a new chunk after the last
+    one stored.
     """
     if tail is None:
-        tail = _start(conn, series_id)
-    at = 0
-    while at < len(steps):
-        room = CHUNK_POINTS - len(tail.steps)
-        if room == 0:
-            _write(conn, series_id, tail)
-            tail = _next(conn, series_id, tail.seq)
-            continue
-        part = slice(at, at + room)
-        tail = OpenChunk(
-            tail.seq,
-            np.concatenate([tail.steps, steps[part]]),
-            np.concatenate([tail.values, values[part]]),
-            tail.stored,
+        tail = _resume(conn, series_id)
+    all_steps = np.concatenate([tail.steps, steps])
+    all_values = np.concatenate([tail.values, values])
+    starts = np.arange(0, len(all_steps), CHUNK_POINTS)
+    if len(starts) == 0:
+        return tail
+    summary = summaries.reduce(summaries.of_points(all_steps, all_values), starts)
+    rows = []
+    for k, (start, columns) in enumerate(zip(starts.tolist(), _rows(summary), strict=True)):
+        part = slice(start, start + CHUNK_POINTS)
+        rows.append(
+            {"series_id": series_id, "level": 0, "seq": tail.seq + k}
+            | columns
+            | _packed_points(all_steps[part], all_values[part])
         )
-        at += room
-    _write(conn, series_id, tail)
-    return OpenChunk(tail.seq, tail.steps, tail.values, stored=True)
+    conn.execute(_UPSERT[conn.dialect.name], rows)
+    pending = _roll_up(conn, series_id, tail.pending, 0, summary[:-1], first_seq=tail.seq)
+    at = int(starts[-1])
+    return OpenChunk(tail.seq + len(starts) - 1, all_steps[at:], all_values[at:], pending)
 
 
-def _start(conn: Connection, series_id: int) -> OpenChunk:
-    last = conn.execute(
-        select(_T.seq)
-        .where((_T.series_id == series_id) & (_T.level == 0))
-        .order_by(_T.seq.desc())
-        .limit(1)
-    ).scalar()
+def _resume(conn: Connection, series_id: int) -> OpenChunk:
+    """A new writer's tail: a new chunk after the last one stored, which closes; what it and
+    the summaries above it complete is written (again, after a rewind: replaced)."""
+    last = conn.execute(_LAST_SEQ, {"series_id": series_id}).scalar()
     if last is None:
-        return OpenChunk(0, np.empty(0, np.int64), np.empty(0, np.float64), stored=False)
-    return _next(conn, series_id, last)
+        return _opening(0, tuple(np.empty(0, PACKED) for _ in range(LEVELS)))
+    pending = []
+    for level in range(LEVELS):
+        here = last // FANOUT**level  # the level-`level` summary over the last chunk
+        siblings = (here // FANOUT) * FANOUT
+        params = {"series_id": series_id, "level": level, "lo": siblings, "hi": here - 1}
+        pending.append(_packed_rows(conn.execute(_CHILDREN, params).all()))
+    params = {"series_id": series_id, "level": 0, "lo": last, "hi": last}
+    closing = _packed_rows(conn.execute(_CHILDREN, params).all())
+    rolled = _roll_up(conn, series_id, tuple(pending), 0, closing, first_seq=last, replace=True)
+    return _opening(last + 1, rolled)
 
 
-def _next(conn: Connection, series_id: int, closed: int) -> OpenChunk:
-    """The chunk after `closed`, once the summaries `closed` completes are written."""
-    seq, level = closed, 0
-    while seq % FANOUT == FANOUT - 1 and level < LEVELS:
-        seq, level = seq // FANOUT, level + 1
-        _summarize(conn, series_id, level, seq)
-    return OpenChunk(closed + 1, np.empty(0, np.int64), np.empty(0, np.float64), stored=False)
-
-
-def _summarize(conn: Connection, series_id: int, level: int, seq: int) -> None:
-    """Write the level-`level` summary `seq` from its FANOUT children (all closed)."""
-    rows = conn.execute(
-        select(*_SUMMARY_COLUMNS)
-        .where(
-            (_T.series_id == series_id)
-            & (_T.level == level - 1)
-            & _T.seq.between(seq * FANOUT, seq * FANOUT + FANOUT - 1)
+def _roll_up(
+    conn: Connection,
+    series_id: int,
+    pending: tuple[np.ndarray, ...],
+    level: int,
+    closed: np.ndarray,
+    *,
+    first_seq: int,
+    replace: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """`pending` once the level-`level` summaries `closed` (seqs from `first_seq`) are added:
+    every FANOUT of them complete a summary above, written and added there in turn."""
+    if len(closed) == 0 or level >= LEVELS:
+        return pending
+    waiting = np.concatenate([pending[level], closed])
+    first_waiting = first_seq - len(pending[level])  # the seq of waiting[0]: a multiple of FANOUT
+    whole = len(waiting) // FANOUT
+    above = np.empty(whole, dtype=PACKED)
+    for k in range(whole):
+        parts = waiting[k * FANOUT : (k + 1) * FANOUT]
+        above[k] = _write_summary(
+            conn, series_id, level + 1, first_waiting // FANOUT + k, parts, replace=replace
         )
-        .order_by(_T.seq)
-    ).all()
-    merged = summaries.merge([Summary(*row[1:]) for row in rows])
-    key = (_T.series_id == series_id) & (_T.level == level) & (_T.seq == seq)
-    conn.execute(delete(_T).where(key))  # a rewound job's next attempt closes it again
-    conn.execute(insert(_T).values(series_id=series_id, level=level, seq=seq, **merged.as_row()))
+    rest = (*pending[:level], waiting[whole * FANOUT :], *pending[level + 1 :])
+    return _roll_up(
+        conn, series_id, rest, level + 1, above, first_seq=first_waiting // FANOUT, replace=replace
+    )
 
 
-def _write(conn: Connection, series_id: int, chunk: OpenChunk) -> None:
-    packed_steps, packed_values = summaries.pack(chunk.steps, chunk.values)
-    row = summaries.summarize(chunk.steps, chunk.values).as_row()
-    row |= {"steps": packed_steps, "values": packed_values}
-    if chunk.stored:
-        key = (_T.series_id == series_id) & (_T.level == 0) & (_T.seq == chunk.seq)
-        conn.execute(update(_T).where(key).values(**row))
-    else:
-        conn.execute(insert(_T).values(series_id=series_id, level=0, seq=chunk.seq, **row))
+def _write_summary(
+    conn: Connection, series_id: int, level: int, seq: int, parts: np.ndarray, *, replace: bool
+) -> np.void:
+    whole = summaries.reduce(summaries.as_units(parts, level - 1, 0), np.array([0]))[0]
+    (columns,) = _rows(np.array([whole]))
+    row = {"series_id": series_id, "level": level, "seq": seq, **columns}
+    row |= {"steps": None, "parts": parts.tobytes(), "values": None}
+    if replace:  # a rewound job's next attempt closes again what its last one had closed
+        conn.execute(_DELETE, {"key_series": series_id, "key_level": level, "key_seq": seq})
+    conn.execute(_INSERT, row)
+    return whole
+
+
+def _packed_points(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    packed_steps, packed_values = summaries.pack_values(steps, values)
+    return {"steps": packed_steps, "parts": None, "values": packed_values}
+
+
+def _write(
+    conn: Connection, series_id: int, steps: np.ndarray, values: np.ndarray, seq: int
+) -> None:
+    """Rewrite a stored chunk with these points (a rewind's cut)."""
+    (columns,) = _rows(summaries.reduce(summaries.of_points(steps, values), np.array([0])))
+    row = columns | _packed_points(steps, values)
+    conn.execute(_UPDATE, row | {"key_series": series_id, "key_level": 0, "key_seq": seq})
+
+
+def _rows(packed: np.ndarray) -> list[dict[str, Any]]:
+    """Summaries' columns: NULL for the extremes of a stretch with no finite value."""
+    rows = [dict(zip(summaries.FIELDS, record, strict=True)) for record in packed.tolist()]
+    for row in rows:
+        for name in ("min", "max"):
+            if row[f"{name}_step"] < 0:
+                row[f"{name}_value"] = row[f"{name}_step"] = None
+    return rows
+
+
+def _packed_rows(rows: Sequence[Sequence[Any]]) -> np.ndarray:
+    """Rows of `(seq, *scalars)` as packed summaries (NULL extremes as NaN and -1)."""
+    table = np.array([row[1:] for row in rows], dtype=np.float64)
+    table = table.reshape(-1, len(summaries.FIELDS))
+    packed = np.zeros(len(table), dtype=PACKED)
+    for index, name in enumerate(summaries.FIELDS):
+        column = table[:, index]
+        if PACKED[name].kind == "i":
+            column = np.where(np.isnan(column), -1, column)
+        packed[name] = column
+    return packed
 
 
 def rewind(conn: Connection, series_ids: Sequence[int], step: int) -> None:
@@ -139,13 +240,12 @@ def rewind(conn: Connection, series_ids: Sequence[int], step: int) -> None:
         )
     ).all()
     for series_id, seq, first, points, packed_steps, packed_values in cut:
-        steps, values = summaries.unpack(first, points, packed_steps, packed_values)
+        steps, values = summaries.unpack_values(first, points, packed_steps, packed_values)
         keep = steps <= step
-        _write(conn, series_id, OpenChunk(seq, steps[keep], values[keep], stored=True))
+        _write(conn, series_id, steps[keep], values[keep], seq)
 
 
 # --- reading ----------------------------------------------------------------------------
-
 
 _CHUNK_AT = (
     select(_T.seq)
@@ -157,54 +257,61 @@ _CHUNK_AT = (
     .order_by(_T.first_step.desc())
     .limit(1)
 )
-_FIRST_CHUNK, _LAST_CHUNK = (
+_FIRST_SEQ = (
     select(_T.seq)
     .where((_T.series_id == bindparam("series_id")) & (_T.level == 0))
-    .order_by(order)
-    .limit(1)
-    for order in (_T.seq, _T.seq.desc())
-)
-_RAW = (
-    select(_T.first_step, _T.points, _T.steps, _T.values)
-    .where(
-        (_T.series_id == bindparam("series_id"))
-        & (_T.level == 0)
-        & _T.seq.between(bindparam("lo"), bindparam("hi"))
-    )
     .order_by(_T.seq)
+    .limit(1)
 )
-_RAW_SOME = (
+_POINTS = (
     select(_T.seq, _T.first_step, _T.points, _T.steps, _T.values)
     .where(
         (_T.series_id == bindparam("series_id"))
         & (_T.level == 0)
-        & _T.seq.in_(bindparam("seqs", expanding=True))
-    )
-    .order_by(_T.seq)
-)
-_SUMMARIES = (
-    select(*_SUMMARY_COLUMNS)
-    .where(
-        (_T.series_id == bindparam("series_id"))
-        & (_T.level == bindparam("level"))
         & _T.seq.between(bindparam("lo"), bindparam("hi"))
     )
     .order_by(_T.seq)
 )
-_SUMMARIES_SOME = (
-    select(*_SUMMARY_COLUMNS)
-    .where(
-        (_T.series_id == bindparam("series_id"))
-        & (_T.level == bindparam("level"))
-        & _T.seq.in_(bindparam("seqs", expanding=True))
+
+
+def _seq_in(dialect: str) -> Any:
+    """`seq` among the list `:seqs`, as one statement whatever the list's length: a list
+    expanded into placeholders is rendered again at every read, which cost more than the
+    query. PostgreSQL takes an array; SQLite a JSON array, read by its json_each."""
+    if dialect == "postgresql":
+        return _T.seq == func.any(bindparam("seqs", type_=ARRAY(Integer)))
+    listed = select(func.json_each(bindparam("seqs")).table_valued("value").c.value)
+    return _T.seq.in_(listed.scalar_subquery())
+
+
+def _of_seqs(dialect: str, *columns: Any) -> Any:
+    return (
+        select(_T.seq, *columns)
+        .where(
+            (_T.series_id == bindparam("series_id"))
+            & (_T.level == bindparam("level"))
+            & _seq_in(dialect)
+        )
+        .order_by(_T.seq)
     )
-    .order_by(_T.seq)
-)
+
+
+#: by dialect: chunks' points, and summaries' parts, of a list of seqs
+_POINTS_OF = {
+    dialect: _of_seqs(dialect, _T.first_step, _T.points, _T.steps, _T.values)
+    for dialect in ("sqlite", "postgresql")
+}
+_PARTS_OF = {dialect: _of_seqs(dialect, _T.parts) for dialect in ("sqlite", "postgresql")}
+
+
+def _seqs(conn: Connection, seqs: np.ndarray) -> object:
+    listed = [int(seq) for seq in seqs.tolist()]
+    return listed if conn.dialect.name == "postgresql" else json.dumps(listed)
 
 
 def _seq_at(step_name: str) -> Any:
-    """The seq of the series' chunk that holds `:step_name` (the last to start at or before
-    it), for the series of the outer query's row."""
+    """The seq of the chunk that holds `:step_name` (the last to start at or before it) in the
+    series of the outer query's row."""
     inner = aliased(CurveChunkRow)
     return (
         select(inner.seq)
@@ -219,11 +326,10 @@ def _seq_at(step_name: str) -> Any:
     )
 
 
-def _points_of_many(bounded: tuple[bool, bool]) -> Any:
+def _points_of_many(after_first: bool, before_last: bool) -> Any:
     query = select(_T.series_id, _T.first_step, _T.points, _T.steps, _T.values).where(
         _T.series_id.in_(bindparam("ids", expanding=True)) & (_T.level == 0)
     )
-    after_first, before_last = bounded
     if after_first:  # from the chunk that holds `first` (or the first chunk)
         query = query.where(_T.seq >= func.coalesce(_seq_at("first"), 0))
     if before_last:
@@ -232,59 +338,47 @@ def _points_of_many(bounded: tuple[bool, bool]) -> Any:
 
 
 # Built once: a poll is a few index look-ups, and building a statement costs as much
-_POINTS_OF_MANY = {(a, b): _points_of_many((a, b)) for a in (False, True) for b in (False, True)}
+_POINTS_OF_MANY = {(a, b): _points_of_many(a, b) for a in (False, True) for b in (False, True)}
 
 
 def read_many(
     conn: Connection, series_ids: Sequence[int], *, first: int | None, last: int | None
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Every point with steps in [first, last] of several series, in one query: a poll's
-    read of the few points past its `after`, or of whole curves."""
+    read of the few points past its `after`, or whole curves."""
     params: dict[str, object] = {"ids": list(series_ids)}
     if first is not None:
         params["first"] = first
     if last is not None:
         params["last"] = last
-    result = conn.execute(_POINTS_OF_MANY[(first is not None, last is not None)], params)
-    rows = result.cursor.fetchall()  # the driver's own rows: Row objects cost more
-    result.close()
+    rows = _fetch(conn, _POINTS_OF_MANY[(first is not None, last is not None)], params)
     by_series: dict[int, list[Sequence[Any]]] = {sid: [] for sid in series_ids}
     for row in rows:
-        by_series[row[0]].append(row[1:])
+        by_series[row[0]].append(row)
     return {sid: _window(_joined(found), first, last) for sid, found in by_series.items()}
 
 
-def _chunk_range(
-    conn: Connection, series_id: int, first: int | None, last: int | None
-) -> tuple[int, int] | None:
-    """The chunks that may hold steps in [first, last] (None: unbounded), or None if none."""
-    if last is None:
-        hi = conn.execute(_LAST_CHUNK, {"series_id": series_id}).scalar()
-    else:
-        hi = conn.execute(_CHUNK_AT, {"series_id": series_id, "step": last}).scalar()
-    if hi is None:
-        return None
-    lo = None
-    if first is not None:
-        lo = conn.execute(_CHUNK_AT, {"series_id": series_id, "step": first}).scalar()
-    if lo is None:
-        lo = conn.execute(_FIRST_CHUNK, {"series_id": series_id}).scalar_one()
-    return lo, hi
+def _fetch(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
+    result = conn.execute(statement, params)
+    rows = list(result.cursor.fetchall())  # the driver's own: SQLAlchemy's Row objects cost more
+    result.close()
+    return rows
 
 
-def _raw(
-    conn: Connection, series_id: int, lo: int, hi: int, first: int | None, last: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The points of chunks lo..hi with steps in [first, last]."""
-    rows = conn.execute(_RAW, {"series_id": series_id, "lo": lo, "hi": hi}).all()
-    return _window(_joined(rows), first, last)
-
-
-def _joined(rows: Sequence[Sequence[object]]) -> tuple[np.ndarray, np.ndarray]:
+def _joined(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The points of rows `(_, first_step, points, steps, values)`, in order."""
     if not rows:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    parts = [summaries.unpack(*row) for row in rows]  # type: ignore[arg-type]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    values = np.frombuffer(b"".join(row[4] for row in rows), dtype="<f8")
+    if all(row[3] is None for row in rows):  # contiguous chunks: steps from their first
+        firsts = np.array([row[1] for row in rows], dtype=np.int64)
+        counts = np.array([row[2] for row in rows], dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        steps = np.repeat(firsts - starts, counts) + np.arange(len(values))
+    else:
+        parts = [summaries.unpack_values(r[1], r[2], r[3], r[4])[0] for r in rows]
+        steps = np.concatenate(parts)
+    return steps, values
 
 
 def _window(
@@ -300,31 +394,61 @@ def read(
     conn: Connection, series_id: int, *, first: int | None, last: int | None, points: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The series' points with steps in [first, last] (None: unbounded), thinned to `points`
-    as `curves.thin` would thin them, inside the caller's (snapshot) transaction."""
+    as `thinning.thin` would thin them, inside the caller's (snapshot) transaction."""
     found = _chunk_range(conn, series_id, first, last)
     if found is None:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     lo, hi = found
     if points is None or hi - lo < 2:
-        steps, values = _raw(conn, series_id, lo, hi, first, last)
-        return _thinned_in_memory(steps, values, points)
-    # the window's ends are read as points, so its first and last points are at hand and the
-    # summaries between are whole
-    head = Units.of_points(*_raw(conn, series_id, lo, lo, first, last))
-    tail = Units.of_points(*_raw(conn, series_id, hi, hi, first, last))
-    units = Units.join([head, *_cover(conn, series_id, lo + 1, hi - 1), tail])
-    total = int(units.columns["points"].sum())
-    if total <= points or len(head) == 0 or len(tail) == 0:  # (a window's end in a gap)
-        steps, values = _raw(conn, series_id, lo, hi, first, last)
-        return _thinned_in_memory(steps, values, points)
+        return _thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
+    # the window's end chunks are read as points, so its first and last points are at hand
+    # and every summary between is whole
+    head = summaries.of_points(*_points(conn, series_id, lo, lo, first, last))
+    tail = summaries.of_points(*_points(conn, series_id, hi, hi, first, last))
+    units = _joined_units([head, *_cover(conn, series_id, lo + 1, hi - 1), tail])
+    units["start"] = np.cumsum(units["points"]) - units["points"]
+    total = int(units["points"].sum())
+    if total <= points * WHOLE_FACTOR or len(head) == 0 or len(tail) == 0:  # (or an end in a gap)
+        return _thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
     bounds = summaries.stretch_bounds(total, points)
-    while len(cut := summaries.straddling(units, bounds)):
-        units = _open(conn, series_id, units, cut)
-    kept = summaries.kept(units, bounds, points)
+    # what no stretch's edge cuts is settled; what one cuts is opened, level by level
+    settled = []
+    while True:
+        cut = summaries.straddling(units, bounds)
+        settled.append(np.delete(units, cut))
+        if len(cut) == 0:
+            break
+        units = _open(conn, series_id, units[cut], bounds)
+    every = np.concatenate(settled)
+    kept = summaries.kept(every[np.argsort(every["start"], kind="stable")], bounds, points)
     order = sorted(kept)
-    return np.array(order, dtype=np.int64), np.array(
-        [np.nan if kept[s] is None else kept[s] for s in order], dtype=np.float64
-    )
+    return np.array(order, dtype=np.int64), np.array([kept[s] for s in order], dtype=np.float64)
+
+
+def _chunk_range(
+    conn: Connection, series_id: int, first: int | None, last: int | None
+) -> tuple[int, int] | None:
+    """The chunks that may hold steps in [first, last] (None: unbounded), or None if none."""
+    if last is None:
+        hi = conn.execute(_LAST_SEQ, {"series_id": series_id}).scalar()
+    else:
+        hi = conn.execute(_CHUNK_AT, {"series_id": series_id, "step": last}).scalar()
+    if hi is None:
+        return None
+    lo = None
+    if first is not None:
+        lo = conn.execute(_CHUNK_AT, {"series_id": series_id, "step": first}).scalar()
+    if lo is None:
+        lo = conn.execute(_FIRST_SEQ, {"series_id": series_id}).scalar_one()
+    return lo, hi
+
+
+def _points(
+    conn: Connection, series_id: int, lo: int, hi: int, first: int | None, last: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points of chunks lo..hi with steps in [first, last]."""
+    rows = _fetch(conn, _POINTS, {"series_id": series_id, "lo": lo, "hi": hi})
+    return _window(_joined(rows), first, last)
 
 
 def _thinned_in_memory(
@@ -336,64 +460,79 @@ def _thinned_in_memory(
     return steps[keep], values[keep]
 
 
-def _cover(conn: Connection, series_id: int, lo: int, hi: int) -> list[Units]:
+def _cover(conn: Connection, series_id: int, lo: int, hi: int) -> list[np.ndarray]:
     """Chunks lo..hi as the coarsest summaries there are, in order."""
-    if lo > hi:
-        return []
     level = 0
     while level < LEVELS and FANOUT ** (level + 1) <= hi - lo + 1:
         level += 1
     return _cover_at(conn, series_id, level, lo, hi)
 
 
-def _cover_at(conn: Connection, series_id: int, level: int, lo: int, hi: int) -> list[Units]:
+def _cover_at(conn: Connection, series_id: int, level: int, lo: int, hi: int) -> list[np.ndarray]:
     if lo > hi:
         return []
-    if level == 0:
-        return [_summary_rows(conn, series_id, 0, lo, hi)]
     size = FANOUT**level
     first, last = -(-lo // size), (hi + 1) // size - 1  # the summaries wholly inside
     if first > last:
         return _cover_at(conn, series_id, level - 1, lo, hi)
-    found = _summary_rows(conn, series_id, level, first, last)
+    params = {"series_id": series_id, "level": level, "lo": first, "hi": last}
+    found = _packed_rows(_fetch(conn, _CHILDREN, params))
     # summaries are written in order, so those there are a prefix of first..last
     covered_to = (first + len(found)) * size - 1
     return [
         *_cover_at(conn, series_id, level - 1, lo, first * size - 1),
-        found,
+        summaries.as_units(found, level, first),
         *_cover_at(conn, series_id, level - 1, covered_to + 1, hi),
     ]
 
 
-def _summary_rows(conn: Connection, series_id: int, level: int, lo: int, hi: int) -> Units:
-    params = {"series_id": series_id, "level": level, "lo": lo, "hi": hi}
-    return Units.of_rows(level, conn.execute(_SUMMARIES, params).all())
-
-
-def _open(conn: Connection, series_id: int, units: Units, cut: np.ndarray) -> Units:
-    """`units` with the summaries at `cut` replaced by what they summarise."""
-    levels, seqs = units.columns["level"][cut], units.columns["seq"][cut]
-    children: dict[tuple[int, int], Units] = {}
-    for level in np.unique(levels).tolist():
-        mine = seqs[levels == level].tolist()
+def _open(conn: Connection, series_id: int, cut: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """What the summaries `cut` summarise, one query per level: the summaries below them, or a
+    chunk's points merged into the runs between stretch edges (which no edge cuts again)."""
+    opened = []
+    for level in np.unique(cut["level"]).tolist():
+        mine = cut[cut["level"] == level]
         if level == 0:
-            rows = conn.execute(_RAW_SOME, {"series_id": series_id, "seqs": mine}).all()
-            for seq, first_step, points, steps, values in rows:
-                children[(0, seq)] = Units.of_points(
-                    *summaries.unpack(first_step, points, steps, values)
-                )
+            opened.append(_points_opened(conn, series_id, mine, bounds))
         else:
-            wanted = [s * FANOUT + k for s in mine for k in range(FANOUT)]
-            params = {"series_id": series_id, "level": level - 1, "seqs": wanted}
-            found = Units.of_rows(level - 1, conn.execute(_SUMMARIES_SOME, params).all())
-            parents = found.columns["seq"] // FANOUT
-            for seq in mine:
-                at = np.flatnonzero(parents == seq)
-                children[(level, seq)] = found.slice(int(at[0]), int(at[-1]) + 1)
-    parts: list[Units] = []
-    previous = 0
-    for index, level, seq in zip(cut.tolist(), levels.tolist(), seqs.tolist(), strict=True):
-        parts += [units.slice(previous, index), children[(level, seq)]]
-        previous = index + 1
-    parts.append(units.slice(previous, len(units)))
-    return Units.join(parts)
+            opened.append(_parts_opened(conn, series_id, level, mine))
+    return _joined_units(opened)
+
+
+def _joined_units(pieces: list[np.ndarray]) -> np.ndarray:
+    # as raw records: numpy matches the fields of every piece of a structured array again
+    raw = np.dtype((np.void, summaries.UNIT.itemsize))
+    return np.concatenate([piece.view(raw) for piece in pieces]).view(summaries.UNIT)
+
+
+def _parts_opened(conn: Connection, series_id: int, level: int, parents: np.ndarray) -> np.ndarray:
+    """Summaries at `level` as the FANOUT summaries below each."""
+    params = {"series_id": series_id, "level": level, "seqs": _seqs(conn, parents["seq"])}
+    rows = _fetch(conn, _PARTS_OF[conn.dialect.name], params)  # in seq order, as `parents`
+    packed = np.frombuffer(b"".join(row[1] for row in rows), dtype=PACKED)
+    children = summaries.as_units(packed, level - 1, 0)
+    children["seq"] = (parents["seq"][:, None] * FANOUT + np.arange(FANOUT)).ravel()
+    within = children["points"].reshape(-1, FANOUT)
+    offsets = np.cumsum(within, axis=1) - within
+    children["start"] = (parents["start"][:, None] + offsets).ravel()
+    return children
+
+
+def _points_opened(
+    conn: Connection, series_id: int, cut: np.ndarray, bounds: np.ndarray
+) -> np.ndarray:
+    """Chunks as the runs of their points between stretch edges, each run one summary."""
+    params = {"series_id": series_id, "level": 0, "seqs": _seqs(conn, cut["seq"])}
+    rows = _fetch(conn, _POINTS_OF[conn.dialect.name], params)
+    points = summaries.of_points(*_joined(rows))
+    counts = cut["points"]
+    index = np.repeat(cut["start"] - (np.cumsum(counts) - counts), counts) + np.arange(
+        len(points)
+    )  # each point's place in the read
+    first_of_chunk = np.zeros(len(points), dtype=bool)
+    first_of_chunk[np.cumsum(counts) - counts] = True
+    runs = np.flatnonzero(first_of_chunk | np.isin(index, bounds))
+    merged = summaries.as_units(summaries.reduce(points, runs), 0, -1)
+    merged["level"] = summaries.POINT  # runs are never opened: no edge cuts them
+    merged["start"] = index[runs]
+    return merged

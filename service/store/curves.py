@@ -219,13 +219,28 @@ def read(
 
 
 def read_series(conn: Connection, series: Sequence[SeriesEnd], window: Window) -> Series:
-    """The points of `series` in `window`, each series by step.
+    """The points of `series` in `window`, each series by step, as lists (None where a value
+    was not finite)."""
+    return {
+        name: (steps.tolist(), _values_list(values))
+        for name, (steps, values) in read_arrays(conn, series, window).items()
+    }
+
+
+#: series by name: their steps (int64) and values (float64, NaN where not finite)
+SeriesArrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def read_arrays(conn: Connection, series: Sequence[SeriesEnd], window: Window) -> SeriesArrays:
+    """`read_series` as arrays: what an answer's JSON is written from with no list between
+    (orjson writes NaN as null).
 
     `series` should come from `series_ends` in the same (snapshot) transaction: a series read
     past the last step that was seen would hold points the answer's tag does not cover, so
     each read stops there.
     """
-    out: Series = {one.name: ([], []) for one in series}
+    none = (np.empty(0, np.int64), np.empty(0, np.float64))
+    out: SeriesArrays = {one.name: none for one in series}
     stored = [one for one in series if one.last_step is not None]
     if not stored:
         return out
@@ -236,14 +251,13 @@ def read_series(conn: Connection, series: Sequence[SeriesEnd], window: Window) -
         for one in stored:
             steps, values = found[one.id]
             keep = steps <= (one.last_step or 0)
-            out[one.name] = (steps[keep].tolist(), _values_list(values[keep]))
+            out[one.name] = (steps[keep], values[keep])
         return out
     for one in stored:
         end = one.last_step if window.end is None else min(window.end, one.last_step or 0)
-        steps, values = chunks.read(
+        out[one.name] = chunks.read(
             conn, one.id, first=window.first, last=end, points=window.points
         )
-        out[one.name] = (steps.tolist(), _values_list(values))
     return out
 
 
@@ -308,8 +322,8 @@ class Snapshot:
     ends: list[SeriesEnd]
     conn: Connection
 
-    def read(self, window: Window) -> Series:
-        return read_series(self.conn, self.ends, window)
+    def read(self, window: Window) -> SeriesArrays:
+        return read_arrays(self.conn, self.ends, window)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    bindparam,
     delete,
     exists,
     func,
@@ -396,12 +397,23 @@ def heartbeat(engine: Engine, *, job_pk: int, worker_id: str, lease_seconds: flo
     return done.rowcount == 1
 
 
+# built once: a worker advances its job at every write of its points, thousands of times a
+# second for a fast loop, and building the statement cost more than running it
+_ADVANCE = (
+    update(JobRow)
+    .where(
+        (JobRow.pk == bindparam("held_pk"))
+        & (JobRow.worker_id == bindparam("held_by"))
+        & (JobRow.status == JobStatus.running.value)
+    )
+    .values(step=bindparam("new_step"), epoch=bindparam("new_epoch"))
+)
+
+
 def advance(conn: Connection, *, job_pk: int, worker_id: str, step: int, epoch: int) -> bool:
     """Move a running job's progress, inside the transaction that records its points."""
-    done = conn.execute(
-        update(JobRow).where(_held(job_pk, worker_id)).values(step=step, epoch=epoch)
-    )
-    return done.rowcount == 1
+    params = {"held_pk": job_pk, "held_by": worker_id, "new_step": step, "new_epoch": epoch}
+    return conn.execute(_ADVANCE, params).rowcount == 1
 
 
 def finish(

@@ -26,9 +26,10 @@ from worker.training.recorder import Chunk
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(chunks, "CHUNK_POINTS", 8)
+    monkeypatch.setattr(chunks, "CHUNK_POINTS", 4)
     monkeypatch.setattr(chunks, "FANOUT", 3)
     monkeypatch.setattr(chunks, "LEVELS", 4)
+    monkeypatch.setattr(chunks, "WHOLE_FACTOR", 1)  # summaries even for short windows
     yield
 
 
@@ -131,7 +132,7 @@ def test_reads_keep_what_thin_keeps_of_the_same_window(
 
 def test_a_long_curve_reads_through_several_levels_of_summaries(engine: Engine) -> None:
     rng = np.random.default_rng(7)
-    n = 5000  # 625 chunks of 8: summaries of 3, 9, 27 and 81 chunks
+    n = 5000  # 1,250 chunks of 4: summaries of 3, 9, 27 and 81 chunks
     values: list[float | None] = rng.normal(size=n).tolist()
     for spike in (1234, 3001, 4999):
         values[spike] = 50.0
@@ -146,7 +147,7 @@ def test_a_long_curve_reads_through_several_levels_of_summaries(engine: Engine) 
                 select(CurveChunkRow.level, func.count()).group_by(CurveChunkRow.level)
             ).all()
         )
-    assert levels == {0: 625, 1: 208, 2: 69, 3: 23, 4: 7}
+    assert levels == {0: 1250, 1: 416, 2: 138, 3: 46, 4: 15}
     for start, end, points in [(None, None, 100), (1, 5000, 7), (1500, 4500, 40), (2001, 2099, 5)]:
         assert _read(engine, job_pk, start=start, end=end, points=points) == _expected(
             steps, values, start, end, points

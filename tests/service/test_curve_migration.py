@@ -42,7 +42,7 @@ Curves = dict[int, dict[str, tuple[list[int], list[float | None]]]]
 
 def _old_curves() -> Curves:
     rng = np.random.default_rng(11)
-    long: list[float | None] = rng.normal(size=20_000).tolist()  # 20 chunks: one summary
+    long: list[float | None] = rng.normal(size=20_000).tolist()  # 313 chunks: two levels above
     long[7_777] = 1e9  # a spike
     for hole in range(3_000, 3_050):
         long[hole] = None  # not finite, stored as null
@@ -134,7 +134,7 @@ def test_old_points_read_back_the_same_from_chunks(old_engine: Engine) -> None:
         levels = conn.execute(
             select(CurveChunkRow.level, func.count()).group_by(CurveChunkRow.level)
         ).all()
-        assert dict(levels) == {0: 20 + 1 + 1 + 1, 1: 1}
+        assert dict(levels) == {0: 313 + 1 + 1 + 3, 1: 19, 2: 1}
         assert "curve_points" not in sa.inspect(conn).get_table_names()
 
 

@@ -5,12 +5,14 @@ Events, each with `id:` the last curve step the client has been sent (-1 before 
 `progress` `{"status", "progress"}` when either changed, and last `end`, the job as
 `GET /jobs/{id}` answers it (or `gone` `{"detail"}` if it is deleted meanwhile). A reconnect
 with `Last-Event-ID: S` gets the points after S.
+
+The streams of one job share its reads: `tailers` reads the job once a tick for all of them.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Annotated, Any
 
@@ -18,14 +20,15 @@ import anyio
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from service.api import tailers
 from service.api.deps import INT32_MAX, INT32_MIN, EngineDep, JobId, OwnerDep
 from service.api.responses import NOT_FOUND, UNAUTHORIZED, dumps
 from service.errors import NotFound
-from service.store import curves, job_queue
+from service.store import job_queue
 from service.store.curves import Series
 
-#: seconds between looks at the database while a stream is open
-POLL_SECONDS = 0.25
+#: seconds between looks at the client (gone?) and the server (stopping?) while nothing is new
+LOOK_SECONDS = tailers.POLL_SECONDS
 #: seconds between keep-alive comments, so proxies do not close a quiet stream
 PING_SECONDS = 15
 #: seconds one write may wait on a client that stopped reading before the stream is dropped
@@ -63,8 +66,8 @@ async def job_events(
     # set by sse-starlette when the server shuts down: the stream then ends cleanly, and the
     # client reconnects with its Last-Event-ID
     stopping = anyio.Event()
-    read = partial(curves.job_points_after, engine, job_id=job_id, owner=owner)
-    stream = _stream(request, read, stopping, job_id=job_id, after=after)
+    watched = tailers.of(request.app.state, engine)
+    stream = _stream(request, watched, stopping, job_id=job_id, after=after)
     return EventSourceResponse(
         stream,
         ping=PING_SECONDS,
@@ -76,34 +79,41 @@ async def job_events(
 
 async def _stream(
     request: Request,
-    read: Callable[..., tuple[Any, Series]],
+    watched: tailers.Tailers,
     stopping: anyio.Event,
     *,
     job_id: str,
     after: int,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Polls the job (`read(after=...)`: its row and its points after a step) until it has
-    finished and every point has gone out."""
+    """The job's updates from its tailer until it has finished and every point has gone out."""
     last_state: dict[str, Any] | None = None
-    while not stopping.is_set() and not await request.is_disconnected():
-        try:
-            row, series = await anyio.to_thread.run_sync(partial(read, after=after))
-        except NotFound:
-            yield _event("gone", {"detail": f"job {job_id} was deleted"}, after)
-            return
-        for last, batch in _batches(series):
-            after = last
-            yield _event("points", {"series": batch}, after)
-        job = job_queue.to_public(row)
-        state = {"status": job.status.value, "progress": job.progress.model_dump()}
-        if state != last_state:
-            last_state = state
-            yield _event("progress", state, after)
-        if job.status.finished:
-            yield _event("end", job.model_dump(mode="json"), after)
-            return
-        with anyio.move_on_after(POLL_SECONDS):
-            await stopping.wait()
+    with tailers.watch(watched, job_id=job_id, after=after) as subscription:
+        while not stopping.is_set() and not await request.is_disconnected():
+            try:
+                update = await _next(subscription)
+            except NotFound:
+                yield _event("gone", {"detail": f"job {job_id} was deleted"}, after)
+                return
+            if update is None:
+                continue
+            for last, batch in _batches(update.series):
+                after = last
+                yield _event("points", {"series": batch}, after)
+            job = job_queue.to_public(update.row)
+            state = {"status": job.status.value, "progress": job.progress.model_dump()}
+            if state != last_state:
+                last_state = state
+                yield _event("progress", state, after)
+            if job.status.finished:
+                yield _event("end", job.model_dump(mode="json"), after)
+                return
+
+
+async def _next(subscription: tailers.Subscription) -> tailers.Update | None:
+    """The next update, or None after LOOK_SECONDS without one."""
+    with anyio.move_on_after(LOOK_SECONDS):
+        return await subscription.next()
+    return None
 
 
 def _batches(series: Series) -> Iterator[tuple[int, dict[str, dict[str, list[Any]]]]]:

@@ -1,6 +1,6 @@
 """curves as chunks of packed points under a pyramid of min/max summaries, not a row a point
 
-Every series' points (`curve_points`, one row per step) become chunks of up to 1,024 points,
+Every series' points (`curve_points`, one row per step) become chunks of up to 64 points,
 steps and values as packed arrays, with the summaries of every FANOUT closed chunks above
 them (service/store/chunks.py); a value that was null (not finite) becomes NaN. The last chunk
 of each series stays open, so a job that runs again appends to its series as a new writer
@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("max_value", sa.Float(), nullable=True),
         sa.Column("max_step", sa.Integer(), nullable=True),
         sa.Column("steps", sa.LargeBinary(), nullable=True),
+        sa.Column("parts", sa.LargeBinary(), nullable=True),
         sa.Column("values", sa.LargeBinary(), nullable=True),
         sa.ForeignKeyConstraint(["series_id"], ["curve_series.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("series_id", "level", "seq"),

@@ -114,7 +114,7 @@ def append(
     starts = np.arange(0, len(all_steps), CHUNK_POINTS)
     if len(starts) == 0:
         return tail
-    summary = summaries.reduce(summaries.of_points(all_steps, all_values), starts)
+    summary = summaries.reduce_points(all_steps, all_values, starts)
     rows = []
     for k, (start, columns) in enumerate(zip(starts.tolist(), _rows(summary), strict=True)):
         part = slice(start, start + CHUNK_POINTS)
@@ -198,7 +198,7 @@ def _write(
     conn: Connection, series_id: int, steps: np.ndarray, values: np.ndarray, seq: int
 ) -> None:
     """Rewrite a stored chunk with these points (a rewind's cut)."""
-    (columns,) = _rows(summaries.reduce(summaries.of_points(steps, values), np.array([0])))
+    (columns,) = _rows(summaries.reduce_points(steps, values, np.array([0])))
     row = columns | _packed_points(steps, values)
     conn.execute(_UPDATE, row | {"key_series": series_id, "key_level": 0, "key_seq": seq})
 
@@ -524,15 +524,15 @@ def _points_opened(
     """Chunks as the runs of their points between stretch edges, each run one summary."""
     params = {"series_id": series_id, "level": 0, "seqs": _seqs(conn, cut["seq"])}
     rows = _fetch(conn, _POINTS_OF[conn.dialect.name], params)
-    points = summaries.of_points(*_joined(rows))
+    steps, values = _joined(rows)
     counts = cut["points"]
-    index = np.repeat(cut["start"] - (np.cumsum(counts) - counts), counts) + np.arange(
-        len(points)
-    )  # each point's place in the read
-    first_of_chunk = np.zeros(len(points), dtype=bool)
-    first_of_chunk[np.cumsum(counts) - counts] = True
-    runs = np.flatnonzero(first_of_chunk | np.isin(index, bounds))
-    merged = summaries.as_units(summaries.reduce(points, runs), 0, -1)
+    chunk_starts = np.cumsum(counts) - counts
+    # each point's place in the read: increasing, chunk after chunk
+    index = np.repeat(cut["start"] - chunk_starts, counts) + np.arange(len(steps))
+    at_bound = np.searchsorted(index, bounds).clip(max=len(index) - 1)
+    cut_there = at_bound[index[at_bound] == bounds]
+    runs = np.union1d(chunk_starts, cut_there)
+    merged = summaries.as_units(summaries.reduce_points(steps, values, runs), 0, -1)
     merged["level"] = summaries.POINT  # runs are never opened: no edge cuts them
     merged["start"] = index[runs]
     return merged

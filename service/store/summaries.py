@@ -81,6 +81,30 @@ def reduce(units: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
+def reduce_points(steps: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """`reduce` of points (values NaN where not finite), straight from their arrays."""
+    ends = np.append(starts[1:], len(steps))
+    out = np.zeros(len(starts), dtype=PACKED)
+    out["first_step"] = steps[starts]
+    out["last_step"] = steps[ends - 1]
+    out["points"] = ends - starts
+    finite = ~np.isnan(values)
+    out["finite"] = np.add.reduceat(finite, starts)
+    out["total"] = np.add.reduceat(np.where(finite, values, 0.0), starts)
+    which = np.repeat(np.arange(len(starts)), ends - starts)
+    index = np.arange(len(values))
+    for name, fill, extreme in (("min", np.inf, np.minimum), ("max", -np.inf, np.maximum)):
+        filled = np.where(finite, values, fill)
+        best = extreme.reduceat(filled, starts)
+        hits = finite & (filled == best[which])
+        first = np.minimum.reduceat(np.where(hits, index, len(values)), starts)
+        found = first < len(values)
+        at = np.where(found, first, 0)
+        out[f"{name}_value"] = np.where(found, values[at], np.nan)
+        out[f"{name}_step"] = np.where(found, steps[at], -1)
+    return out
+
+
 def as_units(packed: np.ndarray, level: int, first_seq: int) -> np.ndarray:
     units = np.zeros(len(packed), dtype=UNIT)
     units["level"] = level

@@ -146,7 +146,9 @@ class CurveChunkRow(Base):
     #: level 0: the values as little-endian float64, NaN where not finite
     values: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_curve_chunks_first_step", "series_id", "level", "first_step"),)
+    # not on (series_id, level, first_step): PostgreSQL, before it has statistics of a new
+    # table, took that index for the primary key's lists of seqs, and scanned a series
+    __table_args__ = (Index("ix_curve_chunks_first_step", "series_id", "first_step"),)
 
 
 class ParametersRow(Base):

@@ -52,9 +52,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["series_id"], ["curve_series.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("series_id", "level", "seq"),
     )
-    op.create_index(
-        "ix_curve_chunks_first_step", "curve_chunks", ["series_id", "level", "first_step"]
-    )
+    op.create_index("ix_curve_chunks_first_step", "curve_chunks", ["series_id", "first_step"])
     conn = op.get_bind()
     for series_id in conn.execute(sa.select(series_table.c.id)).scalars().all():
         rows = conn.execute(

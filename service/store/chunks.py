@@ -400,7 +400,7 @@ def read(
         return np.empty(0, np.int64), np.empty(0, np.float64)
     lo, hi = found
     if points is None or hi - lo < 2:
-        return _thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
+        return thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
     # the window's end chunks are read as points, so its first and last points are at hand
     # and every summary between is whole
     head = summaries.of_points(*_points(conn, series_id, lo, lo, first, last))
@@ -409,7 +409,7 @@ def read(
     units["start"] = np.cumsum(units["points"]) - units["points"]
     total = int(units["points"].sum())
     if total <= points * WHOLE_FACTOR or len(head) == 0 or len(tail) == 0:  # (or an end in a gap)
-        return _thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
+        return thinned_in_memory(*_points(conn, series_id, lo, hi, first, last), points)
     bounds = summaries.stretch_bounds(total, points)
     # what no stretch's edge cuts is settled; what one cuts is opened, level by level
     settled = []
@@ -451,7 +451,7 @@ def _points(
     return _window(_joined(rows), first, last)
 
 
-def _thinned_in_memory(
+def thinned_in_memory(
     steps: np.ndarray, values: np.ndarray, points: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     if points is None or len(steps) <= points:

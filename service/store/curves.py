@@ -242,23 +242,33 @@ def read_arrays(conn: Connection, series: Sequence[SeriesEnd], window: Window) -
     none = (np.empty(0, np.int64), np.empty(0, np.float64))
     out: SeriesArrays = {one.name: none for one in series}
     stored = [one for one in series if one.last_step is not None]
-    if not stored:
-        return out
-    if window.points is None:  # a poll's tail or whole curves: one query for every series
-        ends = [one.last_step for one in stored if one.last_step is not None]
+    # series that hold few points in the window (at most their steps): read in one query and
+    # thinned in memory; the others through their summaries
+    most = None if window.points is None else window.points * chunks.WHOLE_FACTOR
+    few = [one for one in stored if most is None or _at_most(one, window) <= most]
+    if few:
+        ends = [one.last_step or 0 for one in few]
         last = max(ends) if window.end is None else min(window.end, max(ends))
-        found = chunks.read_many(conn, [one.id for one in stored], first=window.first, last=last)
-        for one in stored:
+        found = chunks.read_many(conn, [one.id for one in few], first=window.first, last=last)
+        for one in few:
             steps, values = found[one.id]
             keep = steps <= (one.last_step or 0)
-            out[one.name] = (steps[keep], values[keep])
-        return out
+            out[one.name] = chunks.thinned_in_memory(steps[keep], values[keep], window.points)
     for one in stored:
-        end = one.last_step if window.end is None else min(window.end, one.last_step or 0)
-        out[one.name] = chunks.read(
-            conn, one.id, first=window.first, last=end, points=window.points
-        )
+        if one not in few:
+            end = one.last_step if window.end is None else min(window.end, one.last_step or 0)
+            out[one.name] = chunks.read(
+                conn, one.id, first=window.first, last=end, points=window.points
+            )
     return out
+
+
+def _at_most(one: SeriesEnd, window: Window) -> int:
+    """At most how many points a series holds in a window: steps are distinct, from 0."""
+    last = one.last_step or 0
+    if window.end is not None:
+        last = min(window.end, last)
+    return max(0, last - (window.first or 0) + 1)
 
 
 def _values_list(values: np.ndarray) -> list[float | None]:

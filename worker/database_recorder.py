@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: chunks the writer may fall behind by before the loop waits for it (bounds memory)
 MAX_QUEUED_CHUNKS = 64
+#: queued chunks the writer writes in one transaction
+MAX_BATCHED_CHUNKS = 64
 #: tries at writing a chunk whose connection the database dropped (a restart, a failover)
 WRITE_ATTEMPTS = 5
 #: seconds before the second try at a chunk; a third waits twice that, and so on
@@ -99,7 +101,11 @@ class DatabaseRecorder:
             raise RuntimeError(f"writing the job's curves failed: {self.error}") from self.error
 
     def _write_loop(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        closing = False
+        while not closing:
+            chunk, closing = self._next_batch()
+            if chunk is None:
+                continue
             if self.reason == "lost" or self.error is not None:
                 continue  # the job is gone or broken: drain without writing
             try:
@@ -110,6 +116,28 @@ class DatabaseRecorder:
                 continue
             if not held:
                 self.reason = "lost"
+
+    def _next_batch(self) -> tuple[Chunk | None, bool]:
+        """The queued chunks as one, and whether the queue is closed after them.
+
+        A writer that fell behind writes what waits in one transaction, so a fast loop on a
+        slow database costs one commit per batch, not one per flush. A chunk that carries a
+        checkpoint or parameters ends a batch: they are stored with its own step.
+        """
+        batch: list[Chunk] = []
+        closing = False
+        while len(batch) < MAX_BATCHED_CHUNKS:
+            try:
+                chunk = self._queue.get() if not batch else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if chunk is None:
+                closing = True
+                break
+            batch.append(chunk)
+            if chunk.checkpoint is not None or chunk.parameters is not None:
+                break
+        return (_merged(batch) if batch else None), closing
 
     def _record(self, chunk: Chunk) -> bool:
         """Write one chunk; one the database dropped the connection of is written again."""
@@ -155,3 +183,20 @@ class DatabaseRecorder:
                 continue
             if state != "held" and self.reason is None:
                 self.reason = state
+
+
+def _merged(batch: list[Chunk]) -> Chunk:
+    """Consecutive chunks as one: their points in order, the last one's progress, and the
+    checkpoint and parameters of the last (only the last may carry them)."""
+    if len(batch) == 1:
+        return batch[0]
+    last = batch[-1]
+    merged = Chunk(step=last.step, epoch=last.epoch, checkpoint=last.checkpoint)
+    merged.parameters = last.parameters
+    for chunk in batch:
+        for name, (steps, values) in chunk.series.items():
+            into = merged.series.setdefault(name, ([], []))
+            into[0].extend(steps)
+            into[1].extend(values)
+        merged.trajectory.extend(chunk.trajectory)
+    return merged

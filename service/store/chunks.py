@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ARRAY, Connection, Integer, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ARRAY, Connection, Integer, bindparam, delete, func, select, update
 from sqlalchemy.orm import aliased
 
 from service.db.tables import CurveChunkRow
@@ -65,9 +64,7 @@ _KEY = (
     & (_T.seq == bindparam("key_seq"))
 )
 _ROW_COLUMNS = [*summaries.FIELDS, "steps", "parts", "values"]
-_INSERT = insert(_T)
 _UPDATE = update(_T).where(_KEY).values({name: bindparam(name) for name in _ROW_COLUMNS})
-_DELETE = delete(_T).where(_KEY)
 _LAST_SEQ = (
     select(_T.seq)
     .where((_T.series_id == bindparam("series_id")) & (_T.level == 0))
@@ -83,18 +80,6 @@ _CHILDREN = (
     )
     .order_by(_T.seq)
 )
-
-
-def _upsert(dialect: str) -> Any:
-    """A chunk's row, new or grown: one statement for a flush's chunks."""
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_T)
-    return statement.on_conflict_do_update(
-        index_elements=[_T.series_id, _T.level, _T.seq],
-        set_={name: statement.excluded[name] for name in _ROW_COLUMNS},
-    )
-
-
-_UPSERT = {dialect: _upsert(dialect) for dialect in ("sqlite", "postgresql")}
 
 
 def append(
@@ -115,18 +100,64 @@ def append(
     if len(starts) == 0:
         return tail
     summary = summaries.reduce_points(all_steps, all_values, starts)
-    rows = []
-    for k, (start, columns) in enumerate(zip(starts.tolist(), _rows(summary), strict=True)):
-        part = slice(start, start + CHUNK_POINTS)
-        rows.append(
-            {"series_id": series_id, "level": 0, "seq": tail.seq + k}
-            | columns
-            | _packed_points(all_steps[part], all_values[part])
-        )
-    conn.execute(_UPSERT[conn.dialect.name], rows)
+    _upsert_chunks(conn, series_id, tail.seq, summary, all_steps, all_values)
     pending = _roll_up(conn, series_id, tail.pending, 0, summary[:-1], first_seq=tail.seq)
     at = int(starts[-1])
     return OpenChunk(tail.seq + len(starts) - 1, all_steps[at:], all_values[at:], pending)
+
+
+def _upsert_chunks(
+    conn: Connection,
+    series_id: int,
+    first_seq: int,
+    summary: np.ndarray,
+    steps: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """The chunks of these points (CHUNK_POINTS each, from `first_seq`), new or grown, in one
+    statement. Rows as plain tuples to the driver's executemany: SQLAlchemy's work per row of
+    parameters cost more than the database's."""
+    n = len(summary)
+    contiguous = summary["last_step"] - summary["first_step"] + 1 == summary["points"]
+    value_bytes = values.astype("<f8").tobytes()
+    step_array = steps.astype("<i8")
+    rows = []
+    for k, (columns, whole) in enumerate(zip(_columns(summary), contiguous.tolist(), strict=True)):
+        at = slice(k * CHUNK_POINTS * 8, (k + 1) * CHUNK_POINTS * 8)
+        packed_steps = (
+            None if whole else step_array[k * CHUNK_POINTS : (k + 1) * CHUNK_POINTS].tobytes()
+        )
+        rows.append((series_id, 0, first_seq + k, *columns, packed_steps, None, value_bytes[at]))
+    conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows if n > 1 else rows[0])
+
+
+def _upsert_sql(dialect: str) -> str:
+    names = ["series_id", "level", "seq", *_ROW_COLUMNS]
+    marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * len(names))
+    quoted = [f'"{name}"' for name in names]
+    updates = ", ".join(f"{q} = excluded.{q}" for q in quoted[3:])
+    return (
+        f"INSERT INTO {_T.__tablename__} ({', '.join(quoted)}) VALUES ({marks}) "
+        f"ON CONFLICT (series_id, level, seq) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT_SQL = {dialect: _upsert_sql(dialect) for dialect in ("sqlite", "postgresql")}
+
+
+def _columns(packed: np.ndarray) -> list[tuple[Any, ...]]:
+    """Summaries' columns in FIELDS order: NULL for the extremes of a stretch with no finite
+    value."""
+    columns = [packed[name].tolist() for name in summaries.FIELDS]
+    for name in ("min", "max"):
+        value, step = (
+            summaries.FIELDS.index(f"{name}_value"),
+            summaries.FIELDS.index(f"{name}_step"),
+        )
+        for k, found in enumerate(columns[step]):
+            if found < 0:
+                columns[value][k] = columns[step][k] = None
+    return list(zip(*columns, strict=True))
 
 
 def _resume(conn: Connection, series_id: int) -> OpenChunk:
@@ -143,7 +174,7 @@ def _resume(conn: Connection, series_id: int) -> OpenChunk:
         pending.append(_packed_rows(conn.execute(_CHILDREN, params).all()))
     params = {"series_id": series_id, "level": 0, "lo": last, "hi": last}
     closing = _packed_rows(conn.execute(_CHILDREN, params).all())
-    rolled = _roll_up(conn, series_id, tuple(pending), 0, closing, first_seq=last, replace=True)
+    rolled = _roll_up(conn, series_id, tuple(pending), 0, closing, first_seq=last)
     return _opening(last + 1, rolled)
 
 
@@ -155,38 +186,40 @@ def _roll_up(
     closed: np.ndarray,
     *,
     first_seq: int,
-    replace: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """`pending` once the level-`level` summaries `closed` (seqs from `first_seq`) are added:
-    every FANOUT of them complete a summary above, written and added there in turn."""
+    every FANOUT of them complete a summary above, written and added there in turn. (A
+    rewound job's next attempt may close again what its last one had closed: the upsert
+    replaces it.)"""
     if len(closed) == 0 or level >= LEVELS:
         return pending
     waiting = np.concatenate([pending[level], closed])
     first_waiting = first_seq - len(pending[level])  # the seq of waiting[0]: a multiple of FANOUT
     whole = len(waiting) // FANOUT
-    above = np.empty(whole, dtype=PACKED)
-    for k in range(whole):
-        parts = waiting[k * FANOUT : (k + 1) * FANOUT]
-        above[k] = _write_summary(
-            conn, series_id, level + 1, first_waiting // FANOUT + k, parts, replace=replace
+    above = np.empty(0, dtype=PACKED)
+    if whole:
+        above = _write_summaries(
+            conn, series_id, level + 1, first_waiting // FANOUT, waiting[: whole * FANOUT]
         )
     rest = (*pending[:level], waiting[whole * FANOUT :], *pending[level + 1 :])
-    return _roll_up(
-        conn, series_id, rest, level + 1, above, first_seq=first_waiting // FANOUT, replace=replace
+    return _roll_up(conn, series_id, rest, level + 1, above, first_seq=first_waiting // FANOUT)
+
+
+def _write_summaries(
+    conn: Connection, series_id: int, level: int, first_seq: int, parts: np.ndarray
+) -> np.ndarray:
+    """Write the level-`level` summaries of `parts` (FANOUT each, from seq `first_seq`)."""
+    above = summaries.reduce(
+        summaries.as_units(parts, level - 1, 0), np.arange(0, len(parts), FANOUT)
     )
-
-
-def _write_summary(
-    conn: Connection, series_id: int, level: int, seq: int, parts: np.ndarray, *, replace: bool
-) -> np.void:
-    whole = summaries.reduce(summaries.as_units(parts, level - 1, 0), np.array([0]))[0]
-    (columns,) = _rows(np.array([whole]))
-    row = {"series_id": series_id, "level": level, "seq": seq, **columns}
-    row |= {"steps": None, "parts": parts.tobytes(), "values": None}
-    if replace:  # a rewound job's next attempt closes again what its last one had closed
-        conn.execute(_DELETE, {"key_series": series_id, "key_level": level, "key_seq": seq})
-    conn.execute(_INSERT, row)
-    return whole
+    packed = parts.tobytes()
+    size = FANOUT * PACKED.itemsize
+    rows = [
+        (series_id, level, first_seq + k, *columns, None, packed[k * size : (k + 1) * size], None)
+        for k, columns in enumerate(_columns(above))
+    ]
+    conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows if len(rows) > 1 else rows[0])
+    return above
 
 
 def _packed_points(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
@@ -204,13 +237,8 @@ def _write(
 
 
 def _rows(packed: np.ndarray) -> list[dict[str, Any]]:
-    """Summaries' columns: NULL for the extremes of a stretch with no finite value."""
-    rows = [dict(zip(summaries.FIELDS, record, strict=True)) for record in packed.tolist()]
-    for row in rows:
-        for name in ("min", "max"):
-            if row[f"{name}_step"] < 0:
-                row[f"{name}_value"] = row[f"{name}_step"] = None
-    return rows
+    """Summaries' columns by name (NULL for the extremes of a stretch with no finite value)."""
+    return [dict(zip(summaries.FIELDS, columns, strict=True)) for columns in _columns(packed)]
 
 
 def _packed_rows(rows: Sequence[Sequence[Any]]) -> np.ndarray:

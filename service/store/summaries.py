@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 
-#: a summary as stored in a row's `parts` (little-endian, 72 bytes); min/max steps are -1 and
-#: their values NaN where no value is finite
+#: a summary as stored in a row's `parts` (little-endian, 48 bytes; steps are 32-bit, as in
+#: the database's columns); min/max steps are -1 and their values NaN where no value is finite
 PACKED = np.dtype(
     [
-        ("first_step", "<i8"),
-        ("last_step", "<i8"),
-        ("points", "<i8"),
-        ("finite", "<i8"),
+        ("first_step", "<i4"),
+        ("last_step", "<i4"),
+        ("points", "<i4"),
+        ("finite", "<i4"),
         ("total", "<f8"),
         ("min_value", "<f8"),
-        ("min_step", "<i8"),
+        ("min_step", "<i4"),
         ("max_value", "<f8"),
-        ("max_step", "<i8"),
+        ("max_step", "<i4"),
     ]
 )
 FIELDS: tuple[str, ...] = tuple(PACKED.fields or ())

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench import load, overhead, queue, shared_machine, store, sweeps
+from bench import events, load, overhead, queue, shared_machine, store, sweeps
 from bench.report import Row, markdown, not_measured, text
 
 RESULTS = Path(__file__).parent / "results.md"
@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, Callable[[bool], Iterator[Row]]]] = [
     ("5. sweeps vectorised", sweeps.rows),
     ("6. API under load", load.rows),
     ("7. API and worker sharing the machine", shared_machine.rows),
+    ("8. live events fanned out", events.rows),
 ]
 
 

@@ -3,9 +3,14 @@
 Each poller follows one job as a dashboard would: the whole curve thinned to 1,000 points
 first, then `GET /jobs/{id}/curves?after=S` with the last step it has, once every
 `--interval` seconds (0: back to back), until `--seconds` or the request budget is spent.
-With `--etag` each poll sends the `ETag` of its last answer as `If-None-Match`, and a 304
-counts as an answer with nothing new. It talks to 127.0.0.1 only, and prints one JSON line:
-requests, errors, seconds, req/s and latency percentiles.
+With `--whole-every N` every Nth poll asks the whole thinned curve again (a chart redrawn
+whole, a dashboard opened again); with `--own-widths` each whole curve is asked at a width
+(1,000 to 1,999 points) that no other poller asks at the same time and that differs from the
+poller's last, so the answers the API keeps by ETag serve no poll another's read. With
+`--etag` each poll sends the `ETag` of its last answer as `If-None-Match`, and a 304 counts
+as an answer with nothing new. It talks to 127.0.0.1 only, and prints one JSON line:
+requests, errors, seconds, req/s and latency percentiles, all polls' and those of the whole
+curves apart.
 
 Each poller keeps one HTTP/1.1 connection, spoken on asyncio's streams: httpx's pool spent
 about 18 ms of CPU per request with 200 connections, which made this process, not the
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import statistics
 import time
@@ -44,6 +50,8 @@ class Tally:
     #: failed requests by kind: the exception's name, or the status code
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    #: the latencies of the polls of a whole thinned curve
+    whole_latencies: list[float] = field(default_factory=list)
     #: answers 304: nothing new since the poller's last answer
     not_modified: int = 0
 
@@ -98,14 +106,56 @@ class Connection:
             self.streams = None
 
 
-async def follow(port: int, job_id: str, interval: float, tally: Tally, etag: bool) -> None:
+#: the chart widths the pollers ask for, with --own-widths: WIDTHS[0] to WIDTHS[1] - 1 points
+WIDTHS = (1000, 2000)
+
+
+@dataclass
+class Dashboard:
+    """What a poller asks for: the whole curve thinned to its chart's width, or the tail.
+
+    With `own_widths`, poller `index` of `pollers` asks its k-th whole curve at width
+    1000 + (index + k * pollers) mod 1000: no two pollers ask the same at once, and none asks
+    what it asked last, so none is answered from the answers the API keeps by ETag (a
+    poller back to back would otherwise be, until the job's next flush).
+    """
+
+    index: int = 0
+    pollers: int = 1
+    #: every this many polls the whole thinned curve, tails with `after` between; 0: only
+    #: the first poll
+    whole_every: int = 0
+    own_widths: bool = False
+    #: whole curves asked so far
+    wholes: int = 0
+
+    def params(self, poll: int, after: int | None) -> dict[str, int]:
+        whole = after is None or (self.whole_every > 0 and poll % self.whole_every == 0)
+        if not whole:
+            return {"after": after if after is not None else 0}
+        self.wholes += 1
+        return {"points": self.width(self.wholes - 1)}
+
+    def width(self, k: int) -> int:
+        if not self.own_widths:
+            return WIDTHS[0]
+        span = WIDTHS[1] - WIDTHS[0]
+        return WIDTHS[0] + (self.index + k * self.pollers) % span
+
+
+async def follow(
+    port: int, job_id: str, interval: float, tally: Tally, etag: bool, dashboard: Dashboard
+) -> None:
     await asyncio.sleep(random.uniform(0, interval))  # dashboards do not all open at once
     connection = Connection(port)
-    params: dict[str, int] = {"points": 1000}
+    after: int | None = None
     headers: dict[str, str] = {}
+    poll = 0
     while time.perf_counter() < tally.deadline and tally.budget > 0:
         tally.budget -= 1
         started = time.perf_counter()
+        params = dashboard.params(poll, after)
+        poll += 1
         target = f"/jobs/{job_id}/curves?{urlencode(params)}"
         try:
             answer = await asyncio.wait_for(connection.get(target, headers), TIMEOUT_SECONDS)
@@ -113,15 +163,18 @@ async def follow(port: int, job_id: str, interval: float, tally: Tally, etag: bo
             connection.close()
             tally.errors[type(exc).__name__] += 1
         else:
+            took = time.perf_counter() - started
             if answer.status == 304:
-                tally.latencies.append(time.perf_counter() - started)
+                tally.latencies.append(took)
                 tally.not_modified += 1
             elif answer.status != 200:
                 tally.errors[str(answer.status)] += 1
             else:
-                tally.latencies.append(time.perf_counter() - started)
+                tally.latencies.append(took)
+                if "points" in params:
+                    tally.whole_latencies.append(took)
                 steps = orjson.loads(answer.body)["series"].get("loss", {}).get("steps")
-                params = {"after": steps[-1] if steps else params.get("after", 0)}
+                after = steps[-1] if steps else after
                 if etag:
                     headers = {"If-None-Match": answer.headers["etag"]}
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
@@ -129,25 +182,46 @@ async def follow(port: int, job_id: str, interval: float, tally: Tally, etag: bo
 
 
 async def run(
-    port: int, jobs: list[str], pollers: int, interval: float, seconds: float, etag: bool = False
+    port: int,
+    jobs: list[str],
+    pollers: int,
+    interval: float,
+    seconds: float,
+    etag: bool = False,
+    whole_every: int = 0,
+    own_widths: bool = False,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     tally = Tally(deadline=started + seconds)
+
+    def dashboard(i: int) -> Dashboard:
+        return Dashboard(i, pollers, whole_every=whole_every, own_widths=own_widths)
+
     await asyncio.gather(
-        *(follow(port, jobs[i % len(jobs)], interval, tally, etag) for i in range(pollers))
+        *(
+            follow(port, jobs[i % len(jobs)], interval, tally, etag, dashboard(i))
+            for i in range(pollers)
+        )
     )
     elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(tally.latencies, n=100, method="inclusive")
     return {
         "requests": len(tally.latencies),
+        "whole_requests": len(tally.whole_latencies),
         "not_modified": tally.not_modified,
         "errors": sum(tally.errors.values()),
         "error_kinds": dict(tally.errors),
         "seconds": elapsed,
         "per_s": len(tally.latencies) / elapsed,
-        "p50_s": cuts[49],
-        "p99_s": cuts[98],
+        **_percentiles("", tally.latencies),
+        **_percentiles("whole_", tally.whole_latencies),
     }
+
+
+def _percentiles(prefix: str, latencies: list[float]) -> dict[str, float]:
+    if len(latencies) < 2:
+        return {f"{prefix}p50_s": math.nan, f"{prefix}p99_s": math.nan}
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {f"{prefix}p50_s": cuts[49], f"{prefix}p99_s": cuts[98]}
 
 
 def main() -> None:
@@ -158,10 +232,23 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--etag", action="store_true", help="poll with If-None-Match")
+    parser.add_argument(
+        "--whole-every", type=int, default=0, help="every Nth poll the whole thinned curve"
+    )
+    parser.add_argument("--own-widths", action="store_true", help="poller i asks 1,000 + i points")
     args = parser.parse_args()
     jobs = args.jobs.split(",")
     result = asyncio.run(
-        run(args.port, jobs, args.pollers, args.interval, args.seconds, etag=args.etag)
+        run(
+            args.port,
+            jobs,
+            args.pollers,
+            args.interval,
+            args.seconds,
+            etag=args.etag,
+            whole_every=args.whole_every,
+            own_widths=args.own_widths,
+        )
     )
     print(json.dumps(result))
 

@@ -131,16 +131,27 @@ def history(client: httpx.Client, run_id: str) -> int:
         params["page_token"] = str(page["next_page_token"])
 
 
-def sampled(client: httpx.Client, run_id: str, points: int) -> int:
-    """The curve sampled to `points`, as the MLflow UI asks for it."""
+def sampled(
+    client: httpx.Client, run_id: str, points: int, window: tuple[int, int] | None = None
+) -> int:
+    """The curve sampled to `points`, as the MLflow UI asks for it; only steps in
+    `window` (first, last) where one is given, as the UI asks for a zoom."""
     params = {"run_ids": run_id, "metric_key": "loss", "max_results": str(points)}
+    if window is not None:
+        params.update(start_step=str(window[0]), end_step=str(window[1]))
     response = client.get("/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval", params=params)
     response.raise_for_status()
     return len(response.json().get("metrics", []))
 
 
-def measure(folder: Path, steps: int, runs: int, points: int) -> dict[str, float]:
-    """Points logged per second (one curve), and median seconds to read it, whole and sampled."""
+def measure(
+    folder: Path, steps: int, runs: int, points: int, zoom: tuple[int, int]
+) -> dict[str, float]:
+    """Points logged per second (one curve), and median seconds to read it: whole, sampled to
+    `points`, and a window of zoom[0] steps in its middle sampled to zoom[1]."""
+    window_steps, window_points = zoom
+    first = max(1, (steps - window_steps) // 2)
+    window = (first, first + window_steps - 1)
     with server(folder) as client:
         run_id = new_run(client)
         seconds = log_curve(client, run_id, steps)
@@ -148,6 +159,7 @@ def measure(folder: Path, steps: int, runs: int, points: int) -> dict[str, float
         for key, read in (
             ("read_s", lambda: history(client, run_id)),
             ("thin_s", lambda: sampled(client, run_id, points)),
+            ("zoom_s", lambda: sampled(client, run_id, window_points, window)),
         ):
             times = []
             for _ in range(runs):

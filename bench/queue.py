@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
+from bench.postgres import postgres_database, postgres_down
 from bench.report import Row, not_measured
 from bench.service import running_service
 
@@ -29,23 +25,6 @@ TINY: dict[str, Any] = {
     "validation_split": 0,
     "device": "cpu",
 }
-#: the PostgreSQL server the tests use (the same variable names another); the benchmark
-#: makes and drops its own database there
-POSTGRES = os.environ.get("DESCENT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database's URL, dropped afterwards; psycopg.OperationalError if none answers."""
-    name = f"descent_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        url = make_url(POSTGRES).set(drivername="postgresql+psycopg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _wait_until_done(client: httpx.Client, job_id: str) -> None:
@@ -104,14 +83,6 @@ def throughput(client: httpx.Client, jobs: int) -> float:
     return jobs / (last - first).total_seconds()
 
 
-def _postgres_down() -> str | None:
-    try:
-        psycopg.connect(POSTGRES, connect_timeout=5).close()
-    except psycopg.OperationalError as exc:
-        return str(exc).splitlines()[0]
-    return None
-
-
 def _latency_row(label: str, q: dict[str, float], jobs: int) -> Row:
     return Row(
         f"4. queue: POST to running, idle worker, {label}",
@@ -129,7 +100,7 @@ def rows(quick: bool) -> Iterator[Row]:
         yield _latency_row("SQLite", latency(client, jobs), jobs)
         one = throughput(client, n)
     label = "PostgreSQL, LISTEN/NOTIFY"
-    if (down := _postgres_down()) is not None:
+    if (down := postgres_down()) is not None:
         yield not_measured(f"4. queue: POST to running, idle worker, {label}", f"no server: {down}")
     else:
         with postgres_database() as url, running_service(workers=1, database_url=url) as client:

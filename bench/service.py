@@ -1,4 +1,5 @@
-"""Start `descent up` (or the API alone) on a free port over a fresh SQLite file."""
+"""Start `descent up`, the API alone, or the API and workers as processes of their own, on a
+free port over a fresh SQLite file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _argv(command: str, database_url: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli", command, "--database-url", database_url, *flags]
+
+
+def _environment(settings: dict[str, str] | None) -> dict[str, str]:
+    """The service's environment: `settings`, and none of the caller's own DESCENT_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
+    return env | (settings or {})
+
+
+@contextmanager
+def _spawned(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process writing to `log`, stopped (SIGTERM, then waited for) at the end."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def _client(port: int, proc: subprocess.Popen[bytes], log: Path) -> Iterator[httpx.Client]:
+    """A client of the API on `port`, once /health answers."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        _wait_healthy(client, proc, log)
+        yield client
+
+
 @contextmanager
 def running_service(
     workers: int = 1, database_url: str | None = None, settings: dict[str, str] | None = None
@@ -34,22 +65,33 @@ def running_service(
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        argv = [sys.executable, "-m", "service.cli", "up" if workers else "api"]
-        argv += ["--port", str(port), "--database-url", url]
-        argv += ["--workers", str(workers)] if workers else []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DESCENT_")}
-        env.update(settings or {})
+        flags = ["--port", str(port)] + (["--workers", str(workers)] if workers else [])
+        argv = _argv("up" if workers else "api", url, *flags)
         log = Path(tmp) / "service.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        try:
-            _wait_healthy(client, proc, log)
+        with (
+            _spawned(argv, _environment(settings), log) as proc,
+            _client(port, proc, log) as client,
+        ):
             yield client
-        finally:
-            client.close()
-            proc.terminate()
-            proc.wait(timeout=30)
+
+
+@contextmanager
+def api_and_workers(
+    workers: int, database_url: str | None = None, settings: dict[str, str] | None = None
+) -> Iterator[tuple[httpx.Client, int]]:
+    """`descent api` and `descent worker`s as processes of their own (not under `descent up`),
+    so that the API's CPU can be read apart: a client of the API, and the API's process id."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        port, env = free_port(), _environment(settings)
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        log = Path(tmp) / "api.log"
+        api = stack.enter_context(_spawned(_argv("api", url, "--port", str(port)), env, log))
+        client = stack.enter_context(_client(port, api, log))  # the API migrates the file
+        share = ["--machine-workers", str(workers)]  # as `descent up --workers N` passes
+        for i in range(workers):
+            worker_log = Path(tmp) / f"worker-{i}.log"
+            stack.enter_context(_spawned(_argv("worker", url, *share), env, worker_log))
+        yield client, api.pid
 
 
 def _wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path) -> None:

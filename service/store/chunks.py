@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ARRAY, Connection, Integer, bindparam, delete, func, select, update
+from sqlalchemy import ARRAY, Connection, Integer, bindparam, delete, func, select
 from sqlalchemy.orm import aliased
 
 from service.db.tables import CurveChunkRow
@@ -61,13 +61,7 @@ def _opening(seq: int, pending: tuple[np.ndarray, ...]) -> OpenChunk:
 
 # --- writing ----------------------------------------------------------------------------
 
-_KEY = (
-    (_T.series_id == bindparam("key_series"))
-    & (_T.level == bindparam("key_level"))
-    & (_T.seq == bindparam("key_seq"))
-)
 _ROW_COLUMNS = [*summaries.FIELDS, "steps", "parts", "values"]
-_UPDATE = update(_T).where(_KEY).values({name: bindparam(name) for name in _ROW_COLUMNS})
 _LAST_SEQ = (
     select(_T.seq)
     .where((_T.series_id == bindparam("series_id")) & (_T.level == 0))
@@ -243,25 +237,6 @@ def _write_summaries(
     return above
 
 
-def _packed_points(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:
-    packed_steps, packed_values = summaries.pack_values(steps, values)
-    return {"steps": packed_steps, "parts": None, "values": packed_values}
-
-
-def _write(
-    conn: Connection, series_id: int, steps: np.ndarray, values: np.ndarray, seq: int
-) -> None:
-    """Rewrite a stored chunk with these points (a rewind's cut)."""
-    (columns,) = _rows(summaries.reduce_points(steps, values, np.array([0])))
-    row = columns | _packed_points(steps, values)
-    conn.execute(_UPDATE, row | {"key_series": series_id, "key_level": 0, "key_seq": seq})
-
-
-def _rows(packed: np.ndarray) -> list[dict[str, Any]]:
-    """Summaries' columns by name (NULL for the extremes of a stretch with no finite value)."""
-    return [dict(zip(summaries.FIELDS, columns, strict=True)) for columns in _columns(packed)]
-
-
 def _packed_rows(rows: Sequence[Sequence[Any]]) -> np.ndarray:
     """Rows of `(seq, *scalars)` as packed summaries (NULL extremes as NaN and -1)."""
     table = np.array([row[1:] for row in rows], dtype=np.float64)
@@ -291,7 +266,8 @@ def rewind(conn: Connection, series_ids: Sequence[int], step: int) -> None:
     for series_id, seq, first, points, packed_steps, packed_values in cut:
         steps, values = summaries.unpack_values(first, points, packed_steps, packed_values)
         keep = steps <= step
-        _write(conn, series_id, steps[keep], values[keep], seq)
+        summary = summaries.reduce_points(steps[keep], values[keep], np.array([0]))
+        _upsert_chunks(conn, series_id, seq, summary, steps[keep], values[keep])
 
 
 # --- reading ----------------------------------------------------------------------------

@@ -241,7 +241,9 @@ def read_arrays(conn: Connection, series: Sequence[SeriesEnd], window: Window) -
     """
     none = (np.empty(0, np.int64), np.empty(0, np.float64))
     out: SeriesArrays = {one.name: none for one in series}
-    stored = [one for one in series if one.last_step is not None]
+    # a series whose last step is before the window holds none of it (and `after + 1` may be
+    # past what the database's integers hold)
+    stored = [one for one in series if _at_most(one, window) > 0]
     # series that hold few points in the window (at most their steps): read in one query and
     # thinned in memory; the others through their summaries
     most = None if window.points is None else window.points * chunks.WHOLE_FACTOR
@@ -265,7 +267,9 @@ def read_arrays(conn: Connection, series: Sequence[SeriesEnd], window: Window) -
 
 def _at_most(one: SeriesEnd, window: Window) -> int:
     """At most how many points a series holds in a window: steps are distinct, from 0."""
-    last = one.last_step or 0
+    if one.last_step is None:
+        return 0
+    last = one.last_step
     if window.end is not None:
         last = min(window.end, last)
     return max(0, last - (window.first or 0) + 1)
